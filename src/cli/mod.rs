@@ -1,0 +1,386 @@
+//! The command-line front end: parse, build a job, run it, report. No algorithm lives here.
+
+pub mod args;
+mod progress;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use candle_core::Device;
+use mrfsynth::image_io::{self, LoadLimits, RgbImageF32};
+use mrfsynth::synth::{self, Init, OptimizerKind, Params, SynthResult, Task};
+use mrfsynth::vgg::{LayerId, Pooling, Vgg19};
+use mrfsynth::weights::{self, VggWeights, WeightsError, WeightsSource};
+
+use args::{Cli, Command, DeviceArg, FeaturesArgs, OptimizerArg, PoolArg, SynthArgs, TextureArgs, TransferArgs, WeightsCommand};
+use progress::Progress;
+
+/// Documented exit codes.
+pub mod exit {
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const BAD_INPUT: i32 = 3;
+    pub const WEIGHTS: i32 = 4;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// An error that ends the program: one line, one exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+    fn usage(message: impl Into<String>) -> Self {
+        Self::new(exit::USAGE, message)
+    }
+    fn input(message: impl Into<String>) -> Self {
+        Self::new(exit::BAD_INPUT, message)
+    }
+}
+
+impl From<WeightsError> for CliError {
+    fn from(e: WeightsError) -> Self {
+        CliError::new(exit::WEIGHTS, e.to_string())
+    }
+}
+
+fn failure(e: impl std::fmt::Display) -> CliError {
+    CliError::new(exit::FAILURE, e.to_string())
+}
+
+/// One line for an error chain: "outer: inner: root".
+fn chain(e: &anyhow::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}
+
+pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> Result<(), CliError> {
+    match cli.command {
+        Command::Texture(a) => texture(a, cli.weights.as_deref(), cli.quiet, interrupted),
+        Command::Transfer(a) => transfer(a, cli.weights.as_deref(), cli.quiet, interrupted),
+        Command::Compare(_) => Err(CliError::usage("`compare` is not built yet (Gram mode and comparison reports are planned)")),
+        Command::Metrics(_) => Err(CliError::usage("`metrics` is not built yet (SWD, Gram and patch metrics are planned)")),
+        Command::Features(a) => features(a, cli.weights.as_deref()),
+        Command::Weights(c) => weights_cmd(c, cli.weights.as_deref()),
+    }
+}
+
+fn device(arg: DeviceArg) -> Result<Device, CliError> {
+    match arg {
+        DeviceArg::Auto | DeviceArg::Cpu => Ok(Device::Cpu),
+    }
+}
+
+fn pooling(p: PoolArg) -> Pooling {
+    match p {
+        PoolArg::Max => Pooling::Max,
+        PoolArg::Avg => Pooling::Avg,
+    }
+}
+
+fn load_image(path: &Path, what: &str) -> Result<RgbImageF32, CliError> {
+    image_io::load_rgb(path, &LoadLimits::default()).map_err(|e| CliError::input(format!("{what}: {e}")))
+}
+
+fn layers(s: &str, flag: &str) -> Result<Vec<LayerId>, CliError> {
+    let l = LayerId::parse_list(s).map_err(|e| CliError::usage(format!("{flag}: {e}")))?;
+    if l.is_empty() {
+        return Err(CliError::usage(format!("{flag}: no layer given")));
+    }
+    Ok(l)
+}
+
+/// Refuses an output path we could not write, before any work is done.
+fn check_output(path: &Path, allowed: &[&str]) -> Result<(), CliError> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    if !allowed.contains(&ext.as_str()) {
+        return Err(CliError::usage(format!(
+            "output {}: unknown or missing extension (use one of: {})",
+            path.display(),
+            allowed.join(", ")
+        )));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(CliError::input(format!("output folder {} does not exist", dir.display())));
+    }
+    Ok(())
+}
+
+const IMAGE_EXTS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"];
+
+fn load_network(weights_path: Option<&Path>, pool: Pooling, device: &Device, progress: Option<&Progress>) -> Result<(VggWeights, Vgg19), CliError> {
+    if let (WeightsSource::Cache(p), Some(pr)) = (weights::resolve(weights_path), progress) {
+        if !p.exists() {
+            pr.say("fetching VGG19 weights into the cache (first run only)...");
+        }
+    }
+    let w = weights::load(weights_path, true)?;
+    let vgg = Vgg19::new(&w, pool, device).map_err(failure)?;
+    Ok((w, vgg))
+}
+
+fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliError> {
+    let p = Params {
+        width,
+        height,
+        levels: a.levels,
+        level_ratio: a.level_ratio,
+        iterations: a.iterations,
+        mrf_layers: layers(&a.mrf_layers, "--mrf-layers")?,
+        patch_size: a.patch_size,
+        stride: a.stride,
+        mrf_weight: a.mrf_weight,
+        tv_weight: a.tv_weight,
+        rotations: a.rotations,
+        scales: a.scales,
+        style_scale: a.style_scale,
+        optimizer: match a.optimizer {
+            OptimizerArg::Lbfgs => OptimizerKind::Lbfgs,
+            OptimizerArg::Adam => OptimizerKind::Adam,
+        },
+        history: a.history,
+        seed: a.seed,
+        ..Params::default()
+    };
+    if a.save_every == Some(0) {
+        return Err(CliError::usage("--save-every must be at least 1"));
+    }
+    Ok(p)
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), CliError> {
+    let bad = || CliError::usage(format!("--size {s}: expected WxH (e.g. 512x384) or one number"));
+    let (w, h) = match s.split_once(['x', 'X']) {
+        Some((w, h)) => (w.trim().parse::<u32>().map_err(|_| bad())?, h.trim().parse::<u32>().map_err(|_| bad())?),
+        None => {
+            let n = s.trim().parse::<u32>().map_err(|_| bad())?;
+            (n, n)
+        }
+    };
+    if w == 0 || h == 0 {
+        return Err(CliError::usage(format!("--size {s}: sides must be positive")));
+    }
+    if (w as u64) * (h as u64) > 8192 * 8192 {
+        return Err(CliError::usage(format!("--size {s}: larger than 8192x8192 pixels")));
+    }
+    Ok((w, h))
+}
+
+fn parse_init(s: &str, allow_content: bool) -> Result<Init, CliError> {
+    match s {
+        "noise" => Ok(Init::Noise),
+        "content" if allow_content => Ok(Init::Content),
+        "content" => Err(CliError::usage("--init content needs a content image (use `transfer`)")),
+        path => Ok(Init::Image(load_image(Path::new(path), "--init")?)),
+    }
+}
+
+fn texture(a: TextureArgs, weights_path: Option<&Path>, quiet: bool, interrupted: Arc<AtomicBool>) -> Result<(), CliError> {
+    check_output(&a.synth.output, &IMAGE_EXTS)?;
+    let mut progress = Progress::new(quiet, interrupted.clone(), a.synth.save_every, a.synth.output.clone());
+    let style_path = match &a.style {
+        Some(p) => p.clone(),
+        None => {
+            let p = mrfsynth::samples::default_sample().map_err(|e| CliError::new(exit::FAILURE, e))?;
+            progress.say(&format!("using the built-in sample {}", p.display()));
+            p
+        }
+    };
+    let style = load_image(&style_path, "--style")?;
+    warn_alpha(&progress, &style, &style_path);
+    let (w, h) = match &a.size {
+        Some(s) => parse_size(s)?,
+        None => image_io::dims_for_long_side(style.width, style.height, 384),
+    };
+    let mut params = params_from(&a.synth, w, h)?;
+    params.init = parse_init(&a.init, false)?;
+    params.validate().map_err(|e| CliError::usage(chain(&e)))?;
+    let dev = device(a.synth.device)?;
+    let (weights, vgg) = load_network(weights_path, pooling(a.synth.pool), &dev, Some(&progress))?;
+    let result = synth::run(&vgg, &style, Task::Texture, &params, &mut progress).map_err(|e| classify(&e))?;
+    let inputs = serde_json::json!({ "style": style_path });
+    finish("texture", &a.synth, &params, &weights, inputs, result, &progress)
+}
+
+fn transfer(a: TransferArgs, weights_path: Option<&Path>, quiet: bool, interrupted: Arc<AtomicBool>) -> Result<(), CliError> {
+    check_output(&a.synth.output, &IMAGE_EXTS)?;
+    let mut progress = Progress::new(quiet, interrupted.clone(), a.synth.save_every, a.synth.output.clone());
+    let content = load_image(&a.content, "--content")?;
+    let style = load_image(&a.style, "--style")?;
+    warn_alpha(&progress, &content, &a.content);
+    warn_alpha(&progress, &style, &a.style);
+    if a.long_side == 0 || a.long_side > 8192 {
+        return Err(CliError::usage(format!("--long-side must be between 1 and 8192, got {}", a.long_side)));
+    }
+    let (w, h) = image_io::dims_for_long_side(content.width, content.height, a.long_side);
+    let mut params = params_from(&a.synth, w, h)?;
+    params.content_weight = a.content_weight;
+    params.content_layer = a
+        .content_layer
+        .parse()
+        .map_err(|e| CliError::usage(format!("--content-layer: {e}")))?;
+    params.init = parse_init(&a.init, true)?;
+    params.validate().map_err(|e| CliError::usage(chain(&e)))?;
+    let dev = device(a.synth.device)?;
+    let (weights, vgg) = load_network(weights_path, pooling(a.synth.pool), &dev, Some(&progress))?;
+    let result = synth::run(&vgg, &style, Task::Transfer { content: &content }, &params, &mut progress)
+        .map_err(|e| classify(&e))?;
+    let inputs = serde_json::json!({ "content": a.content, "style": a.style });
+    finish("transfer", &a.synth, &params, &weights, inputs, result, &progress)
+}
+
+/// Errors from a run: sizes that cannot work are the input's fault, anything else a failure.
+fn classify(e: &anyhow::Error) -> CliError {
+    let msg = chain(e);
+    if msg.contains("too small") {
+        CliError::input(msg)
+    } else {
+        failure(msg)
+    }
+}
+
+fn warn_alpha(progress: &Progress, img: &RgbImageF32, path: &Path) {
+    if img.had_alpha {
+        progress.say(&format!("warning: {}: transparency dropped (alpha ignored)", path.display()));
+    }
+}
+
+/// The sidecar's path: the output with a `.json` extension.
+pub fn sidecar_path(output: &Path) -> PathBuf {
+    output.with_extension("json")
+}
+
+fn finish(
+    command: &str,
+    a: &SynthArgs,
+    params: &Params,
+    weights: &VggWeights,
+    inputs: serde_json::Value,
+    result: SynthResult,
+    progress: &Progress,
+) -> Result<(), CliError> {
+    image_io::save_rgb(&result.image, &a.output).map_err(|e| failure(format!("writing the output: {e}")))?;
+    let sidecar = serde_json::json!({
+        "tool": "mrfsynth",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": command,
+        "output": a.output,
+        "inputs": inputs,
+        "params": params,
+        "pooling": match a.pool { PoolArg::Max => "max", PoolArg::Avg => "avg" },
+        "weights": { "path": weights.path, "sha256": weights.sha256, "preprocess": weights.preprocess.name() },
+        "interrupted": result.interrupted,
+        "seconds": result.seconds,
+        "notes": result.notes,
+        "levels": result.levels,
+    });
+    let text = serde_json::to_string_pretty(&sidecar).map_err(failure)?;
+    let path = sidecar_path(&a.output);
+    mrfsynth::atomic::write(&path, text.as_bytes()).map_err(|e| failure(format!("writing {}: {e}", path.display())))?;
+    if result.interrupted {
+        progress.say(&format!("interrupted: wrote the best image so far to {}", a.output.display()));
+        return Err(CliError::new(exit::INTERRUPTED, "interrupted"));
+    }
+    progress.say(&format!(
+        "wrote {} ({}x{}) and {} in {:.1}s",
+        a.output.display(),
+        result.image.width,
+        result.image.height,
+        path.display(),
+        result.seconds
+    ));
+    Ok(())
+}
+
+fn features(a: FeaturesArgs, weights_path: Option<&Path>) -> Result<(), CliError> {
+    check_output(&a.output, &["safetensors"])?;
+    let layer_ids = layers(&a.layers, "--layers")?;
+    let mut img = load_image(&a.image, "image")?;
+    if let Some(side) = a.size {
+        if side == 0 || side > 8192 {
+            return Err(CliError::usage(format!("--size must be between 1 and 8192, got {side}")));
+        }
+        img = image_io::scale_to_long_side(&img, side);
+    }
+    let (_, vgg) = load_network(weights_path, pooling(a.pool), &Device::Cpu, None)?;
+    let feats = synth::features(&vgg, &img, &layer_ids).map_err(|e| failure(chain(&e)))?;
+    let named: Vec<(String, candle_core::Tensor)> = feats.into_iter().map(|(l, t)| (l.name().to_string(), t)).collect();
+    let views: Vec<(&str, &candle_core::Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let bytes = safetensors::tensor::serialize(views, None).map_err(failure)?;
+    mrfsynth::atomic::write(&a.output, &bytes).map_err(|e| failure(format!("writing {}: {e}", a.output.display())))?;
+    for (n, t) in &named {
+        println!("{n}\t{:?}", t.dims());
+    }
+    Ok(())
+}
+
+fn weights_cmd(c: WeightsCommand, weights_path: Option<&Path>) -> Result<(), CliError> {
+    match c {
+        WeightsCommand::Fetch { force } => {
+            let path = weights::fetch_into_cache(&weights::FetchOptions { force })?;
+            let sha = weights::verify_checksum(&path)?;
+            println!("cached {} (sha256 {sha})", path.display());
+            Ok(())
+        }
+        WeightsCommand::Info => {
+            let src = weights::resolve(weights_path);
+            let (kind, path) = match &src {
+                WeightsSource::Explicit(p) => ("--weights", p),
+                WeightsSource::Env(p) => (weights::ENV_WEIGHTS, p),
+                WeightsSource::Cache(p) => ("cache", p),
+            };
+            println!("source\t{kind}");
+            println!("path\t{}", path.display());
+            if !path.exists() {
+                println!("present\tno (run `mrfsynth weights fetch`)");
+                return Ok(());
+            }
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            println!("present\tyes ({:.1} MB)", size as f64 / 1e6);
+            let w = weights::load(weights_path, false)?;
+            println!("sha256\t{}", w.sha256);
+            println!("preprocess\t{}", w.preprocess.name());
+            println!("layers\t{}", w.convs.len());
+            Ok(())
+        }
+        WeightsCommand::Verify => {
+            let src = weights::resolve(weights_path);
+            if let WeightsSource::Cache(p) = &src {
+                if !p.exists() {
+                    return Err(WeightsError::NotCached(weights::cache_dir()).into());
+                }
+            }
+            let w = weights::load_file(src.path(), matches!(src, WeightsSource::Cache(_)))?;
+            println!("ok\t{}\tsha256 {}\t{} convolutions\t{}", w.path.display(), w.sha256, w.convs.len(), w.preprocess.name());
+            Ok(())
+        }
+    }
+}
+
+/// Installs the Ctrl-C / SIGTERM handler: the first asks the run to stop after the current
+/// iteration, the second exits at once.
+pub fn install_interrupt_handler() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            eprintln!("mrfsynth: interrupted again, exiting now");
+            std::process::exit(exit::INTERRUPTED);
+        }
+        eprintln!("mrfsynth: interrupt: finishing the current iteration and saving (Ctrl-C again to abort)");
+    });
+    flag
+}

@@ -1,0 +1,74 @@
+//! Exact normalised cross-correlation, GEMM-shaped and chunked.
+//!
+//! Scores of a chunk of queries against the whole normalised bank are one matrix product; the
+//! chunk is sized so the score block never exceeds a memory budget, however large the image.
+
+use candle_core::{DType, Result, Tensor, D};
+
+use super::{normalize_rows, Matches, PatchMatcher};
+
+pub struct ExactMatcher {
+    /// Normalised bank, transposed: [D, M].
+    bank_t: Tensor,
+    len: usize,
+    /// Largest score block held at once, in floats.
+    budget: usize,
+}
+
+impl ExactMatcher {
+    /// `bank` [M, D], raw (it is normalised here).
+    pub fn new(bank: &Tensor, budget_floats: usize) -> Result<Self> {
+        let len = bank.dim(0)?;
+        let bank_t = normalize_rows(bank)?.t()?.contiguous()?;
+        Ok(Self {
+            bank_t,
+            len,
+            budget: budget_floats.max(len),
+        })
+    }
+}
+
+impl PatchMatcher for ExactMatcher {
+    fn best(&self, queries: &Tensor) -> Result<Matches> {
+        let n = queries.dim(0)?;
+        let q = normalize_rows(queries)?;
+        let chunk = (self.budget / self.len.max(1)).clamp(1, n.max(1));
+        let mut index = Vec::new();
+        let mut score = Vec::with_capacity(n);
+        let mut start = 0;
+        while start < n {
+            let rows = chunk.min(n - start);
+            let scores = q.narrow(0, start, rows)?.matmul(&self.bank_t)?;
+            index.push(scores.argmax(D::Minus1)?);
+            score.extend(scores.max(D::Minus1)?.to_vec1::<f32>()?);
+            start += rows;
+        }
+        let index = Tensor::cat(&index, 0)?.to_dtype(DType::U32)?;
+        Ok(Matches { index, score })
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn name(&self) -> &'static str {
+        "exact"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn finds_the_most_similar_direction_not_the_largest() -> Result<()> {
+        let bank = Tensor::new(&[[10f32, 0.], [0., 1.], [1., 1.]], &Device::Cpu)?;
+        let m = ExactMatcher::new(&bank, 2)?; // budget forces chunks of one query
+        let q = Tensor::new(&[[0.1f32, 5.], [3., 0.2], [2., 2.1]], &Device::Cpu)?;
+        let r = m.best(&q)?;
+        assert_eq!(r.index.to_vec1::<u32>()?, vec![1, 0, 2]);
+        assert!(r.score.iter().all(|&s| s > 0.9 && s <= 1.0 + 1e-6));
+        Ok(())
+    }
+}

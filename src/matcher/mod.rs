@@ -1,0 +1,36 @@
+//! Nearest-patch search: a bank of style patches in, best index and score per query out.
+//!
+//! The MRF prior only sees this trait, so a GPU kernel or an approximate search can replace the
+//! exact one without touching the optimiser.
+
+pub mod exact;
+
+use candle_core::{Result, Tensor};
+
+pub use exact::ExactMatcher;
+
+/// Best style patch for every query patch.
+#[derive(Debug, Clone)]
+pub struct Matches {
+    /// Index into the bank, U32 [N], on the bank's device.
+    pub index: Tensor,
+    /// Normalised cross-correlation (cosine) of the query with its match, [N].
+    pub score: Vec<f32>,
+}
+
+pub trait PatchMatcher: Send + Sync {
+    /// `queries` [N, D]: for each row, the bank row of highest cosine similarity.
+    fn best(&self, queries: &Tensor) -> Result<Matches>;
+    /// Number of patches in the bank.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn name(&self) -> &'static str;
+}
+
+/// Rows scaled to unit L2 norm (zero rows stay zero).
+pub fn normalize_rows(x: &Tensor) -> Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-8f32, f32::MAX)?;
+    x.broadcast_div(&norm)
+}

@@ -1,0 +1,50 @@
+//! Losses on VGG features (and on the image itself), each with its gradient.
+//!
+//! A prior never runs the network: it receives the features of the layers it asked for and
+//! returns a loss and a gradient per layer. The objective adds them up and runs one backward
+//! pass, so the optimiser and the pyramid never know which priors they drive.
+
+pub mod content;
+pub mod mrf;
+pub mod patches;
+pub mod tv;
+
+use std::collections::BTreeMap;
+
+use candle_core::{Result, Tensor};
+
+use crate::vgg::LayerId;
+
+pub use content::ContentLoss;
+pub use mrf::{MrfLayer, MrfStats};
+
+/// One loss term's contribution at one layer.
+pub struct Term {
+    pub name: &'static str,
+    pub layer: LayerId,
+    pub loss: f64,
+    /// Gradient of `loss` with respect to the layer's output, same shape as the features.
+    pub grad: Tensor,
+}
+
+/// A loss over the features of some VGG layers.
+pub trait FeatureLoss: Send {
+    fn layers(&self) -> Vec<LayerId>;
+    /// `features` holds (at least) every layer of `layers()`, each [1, C, H, W].
+    fn eval(&mut self, features: &BTreeMap<LayerId, Tensor>) -> Result<Vec<Term>>;
+    /// Matching statistics of the last evaluation, for priors that match patches.
+    fn mrf_stats(&self) -> Option<Vec<MrfStats>> {
+        None
+    }
+}
+
+pub(crate) fn feature<'a>(features: &'a BTreeMap<LayerId, Tensor>, layer: LayerId) -> Result<&'a Tensor> {
+    features
+        .get(&layer)
+        .ok_or_else(|| candle_core::Error::Msg(format!("features of {layer} were not computed")))
+}
+
+/// Sum of squares accumulated in f64: energies are compared across line-search steps.
+pub(crate) fn sum_sq_f64(x: &Tensor) -> Result<f64> {
+    x.to_dtype(candle_core::DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
+}

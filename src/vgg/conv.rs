@@ -1,0 +1,300 @@
+//! The one 3x3 convolution (stride 1, padding 1) of the network, forward and input-gradient.
+//!
+//! The input gradient of a 3x3 convolution is itself a 3x3 convolution, with the kernel flipped
+//! and its in/out channels swapped, so one kernel serves both directions. On the CPU that
+//! kernel is ours (nine shifted GEMMs over a zero-padded copy, no im2col buffer); elsewhere it is
+//! candle's `conv2d`. Swapping this file is all a faster kernel needs.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// One convolution layer with both weight layouts prepared.
+#[derive(Debug, Clone)]
+pub struct Conv3x3 {
+    pub cin: usize,
+    pub cout: usize,
+    device: Device,
+    /// [out, in, 3, 3] and [in, out, 3, 3] flipped, on the device (non-CPU path).
+    weight: Tensor,
+    weight_grad: Tensor,
+    bias: Tensor,
+    /// Tap-major copies for the CPU kernel: [9][out][in] and [9][in][out].
+    taps_fwd: Arc<Vec<f32>>,
+    taps_bwd: Arc<Vec<f32>>,
+    bias_cpu: Arc<Vec<f32>>,
+}
+
+impl Conv3x3 {
+    /// `weight` [out, in, 3, 3] and `bias` [out], any device.
+    pub fn new(weight: &Tensor, bias: &Tensor, device: &Device) -> Result<Self> {
+        let (cout, cin, kh, kw) = weight.dims4()?;
+        if (kh, kw) != (3, 3) {
+            candle_core::bail!("expected a 3x3 kernel, got {kh}x{kw}");
+        }
+        let w: Vec<f32> = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let mut taps_fwd = vec![0f32; 9 * cout * cin];
+        let mut taps_bwd = vec![0f32; 9 * cout * cin];
+        for o in 0..cout {
+            for c in 0..cin {
+                for k in 0..9 {
+                    let v = w[(o * cin + c) * 9 + k];
+                    taps_fwd[(k * cout + o) * cin + c] = v;
+                    // Flipped tap (8 - k), channels swapped.
+                    taps_bwd[((8 - k) * cin + c) * cout + o] = v;
+                }
+            }
+        }
+        let weight = weight.to_dtype(DType::F32)?.to_device(device)?;
+        let weight_grad = weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
+        let bias_cpu: Vec<f32> = bias.to_dtype(DType::F32)?.to_vec1()?;
+        Ok(Self {
+            cin,
+            cout,
+            device: device.clone(),
+            weight,
+            weight_grad,
+            bias: bias.to_dtype(DType::F32)?.to_device(device)?,
+            taps_fwd: Arc::new(taps_fwd),
+            taps_bwd: Arc::new(taps_bwd),
+            bias_cpu: Arc::new(bias_cpu),
+        })
+    }
+
+    /// Pre-activation output, [N, out, H, W] for an input [N, in, H, W].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.device.is_cpu() {
+            x.apply_op1_no_bwd(&CpuConv {
+                taps: self.taps_fwd.clone(),
+                bias: Some(self.bias_cpu.clone()),
+                cin: self.cin,
+                cout: self.cout,
+            })
+        } else {
+            let y = x.conv2d(&self.weight, 1, 1, 1, 1)?;
+            y.broadcast_add(&self.bias.reshape((1, self.cout, 1, 1))?)
+        }
+    }
+
+    /// Gradient with respect to the input, given the gradient of the pre-activation output.
+    pub fn backward_input(&self, grad_out: &Tensor) -> Result<Tensor> {
+        if self.device.is_cpu() {
+            grad_out.apply_op1_no_bwd(&CpuConv {
+                taps: self.taps_bwd.clone(),
+                bias: None,
+                cin: self.cout,
+                cout: self.cin,
+            })
+        } else {
+            grad_out.conv2d(&self.weight_grad, 1, 1, 1, 1)
+        }
+    }
+}
+
+/// The CPU kernel as a candle op: input [N, cin, H, W] -> output [N, cout, H, W].
+struct CpuConv {
+    taps: Arc<Vec<f32>>,
+    bias: Option<Arc<Vec<f32>>>,
+    cin: usize,
+    cout: usize,
+}
+
+impl CustomOp1 for CpuConv {
+    fn name(&self) -> &'static str {
+        "mrfsynth-conv3x3"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = layout.shape().dims4()?;
+        if c != self.cin {
+            candle_core::bail!("conv3x3: input has {c} channels, expected {}", self.cin);
+        }
+        let data = match storage {
+            CpuStorage::F32(d) => d,
+            _ => candle_core::bail!("conv3x3: f32 input expected"),
+        };
+        let data = match layout.contiguous_offsets() {
+            Some((start, end)) => &data[start..end],
+            None => candle_core::bail!("conv3x3: contiguous input expected"),
+        };
+        let mut out = Vec::with_capacity(n * self.cout * h * w);
+        for b in 0..n {
+            let x = &data[b * c * h * w..(b + 1) * c * h * w];
+            out.extend(conv3x3_cpu(x, c, h, w, &self.taps, self.cout, self.bias.as_deref().map(|v| v.as_slice())));
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, self.cout, h, w))))
+    }
+}
+
+/// Raw pointer that may cross threads: every band writes a disjoint set of columns.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// 3x3 convolution of one image `x` [cin, h, w] with tap-major weights [9][cout][cin].
+///
+/// With the input zero-padded to rows of `w + 2`, the output at wide position `n = y*(w+2) + x`
+/// is `sum_k W_k · P[:, n + off_k]`: nine GEMMs over shifted views of the same buffer. The two
+/// extra columns per row are junk and dropped when compacting.
+pub fn conv3x3_cpu(
+    x: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    taps: &[f32],
+    cout: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let wp = w + 2;
+    let plane_in = (h + 2) * wp;
+    let mut padded = vec![0f32; cin * plane_in];
+    padded.par_chunks_mut(plane_in).enumerate().for_each(|(c, dst)| {
+        for y in 0..h {
+            let src = &x[(c * h + y) * w..(c * h + y + 1) * w];
+            dst[(y + 1) * wp + 1..(y + 1) * wp + 1 + w].copy_from_slice(src);
+        }
+    });
+
+    let plane_out = h * wp;
+    // The last row's two junk columns would read past the padded buffer: stop before them.
+    let n_total = plane_out - 2;
+    let mut wide = vec![0f32; cout * plane_out];
+
+    // Bands of whole rows: small enough that a band's output and input stay in cache, and
+    // enough of them to keep every core busy.
+    let target_cols = (262_144 / (cin + cout)).clamp(256, 8192);
+    let threads = rayon::current_num_threads().max(1);
+    let mut rows = (target_cols / wp).max(1);
+    while rows > 1 && h.div_ceil(rows) < 2 * threads {
+        rows /= 2;
+    }
+    let bands: Vec<(usize, usize)> = (0..h)
+        .step_by(rows)
+        .map(|y0| (y0 * wp, ((y0 + rows).min(h) * wp).min(n_total)))
+        .collect();
+
+    let dst_ptr = SendPtr(wide.as_mut_ptr());
+    let padded = &padded;
+    bands.par_iter().for_each(|&(c0, c1)| {
+        let dst_ptr = dst_ptr;
+        let ncols = c1 - c0;
+        // SAFETY: bands cover disjoint column ranges [c0, c1) of every output row, and `wide`
+        // outlives the parallel loop.
+        unsafe {
+            let dst = dst_ptr.0.add(c0);
+            for o in 0..cout {
+                let v = bias.map_or(0.0, |b| b[o]);
+                std::slice::from_raw_parts_mut(dst.add(o * plane_out), ncols).fill(v);
+            }
+            for k in 0..9 {
+                let off = (k / 3) * wp + (k % 3);
+                let lhs = taps.as_ptr().add(k * cout * cin);
+                let rhs = padded.as_ptr().add(c0 + off);
+                gemm::gemm(
+                    cout,
+                    ncols,
+                    cin,
+                    dst,
+                    1,
+                    plane_out as isize,
+                    true,
+                    lhs,
+                    1,
+                    cin as isize,
+                    rhs,
+                    1,
+                    plane_in as isize,
+                    1.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+    });
+
+    let mut out = vec![0f32; cout * h * w];
+    out.par_chunks_mut(h * w).enumerate().for_each(|(o, dst)| {
+        for y in 0..h {
+            let src = &wide[o * plane_out + y * wp..o * plane_out + y * wp + w];
+            dst[y * w..(y + 1) * w].copy_from_slice(src);
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(x: &[f32], cin: usize, h: usize, w: usize, wt: &[f32], b: &[f32], cout: usize) -> Vec<f32> {
+        let mut y = vec![0f32; cout * h * w];
+        for o in 0..cout {
+            for yy in 0..h {
+                for xx in 0..w {
+                    let mut s = b[o] as f64;
+                    for c in 0..cin {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let iy = yy as isize + ky as isize - 1;
+                                let ix = xx as isize + kx as isize - 1;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                s += (wt[((o * cin + c) * 3 + ky) * 3 + kx]
+                                    * x[(c * h + iy as usize) * w + ix as usize])
+                                    as f64;
+                            }
+                        }
+                    }
+                    y[(o * h + yy) * w + xx] = s as f32;
+                }
+            }
+        }
+        y
+    }
+
+    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forward_and_input_gradient_match_naive() -> Result<()> {
+        let (cin, cout, h, w) = (5, 7, 9, 13);
+        let x = pseudo(cin * h * w, 1);
+        let wt = pseudo(cout * cin * 9, 2);
+        let b = pseudo(cout, 3);
+        let conv = Conv3x3::new(
+            &Tensor::from_vec(wt.clone(), (cout, cin, 3, 3), &Device::Cpu)?,
+            &Tensor::from_vec(b.clone(), cout, &Device::Cpu)?,
+            &Device::Cpu,
+        )?;
+        let xt = Tensor::from_vec(x.clone(), (1, cin, h, w), &Device::Cpu)?;
+        let y: Vec<f32> = conv.forward(&xt)?.flatten_all()?.to_vec1()?;
+        let expect = naive(&x, cin, h, w, &wt, &b, cout);
+        for (a, e) in y.iter().zip(&expect) {
+            assert!((a - e).abs() < 1e-4, "{a} vs {e}");
+        }
+        // <conv(x), g> = <x, conv^T(g)> for the linear part.
+        let g = pseudo(cout * h * w, 4);
+        let gt = Tensor::from_vec(g.clone(), (1, cout, h, w), &Device::Cpu)?;
+        let gx: Vec<f32> = conv.backward_input(&gt)?.flatten_all()?.to_vec1()?;
+        let lin = naive(&x, cin, h, w, &wt, &vec![0.0; cout], cout);
+        let lhs: f64 = lin.iter().zip(&g).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+        let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+        assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
+        Ok(())
+    }
+}

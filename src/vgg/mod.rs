@@ -1,0 +1,148 @@
+//! VGG19 features and their input gradient.
+//!
+//! The network's weights are constants: the only gradient ever needed is the one with respect
+//! to the input image, so the network carries its own backward pass (transposed convolutions,
+//! ReLU masks, one-argmax pooling) instead of candle's generic autograd.
+
+pub mod conv;
+pub mod layers;
+pub mod pool;
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Result, Tensor};
+
+pub use conv::Conv3x3;
+pub use layers::{LayerId, LayerKind, LAYERS};
+pub use pool::Pooling;
+
+use crate::weights::{Preprocess, VggWeights};
+
+pub struct Vgg19 {
+    convs: Vec<Conv3x3>,
+    pooling: Pooling,
+    preprocess: Preprocess,
+    device: Device,
+}
+
+/// The result of a forward pass: the requested layers, and what the backward pass needs.
+pub struct Forward {
+    pub features: BTreeMap<LayerId, Tensor>,
+    /// Output of every ReLU up to the deepest layer asked for (empty without a tape).
+    tape: Vec<Option<Tensor>>,
+    deepest: usize,
+}
+
+impl Vgg19 {
+    pub fn new(weights: &VggWeights, pooling: Pooling, device: &Device) -> Result<Self> {
+        let convs = weights
+            .convs
+            .iter()
+            .map(|c| Conv3x3::new(&c.weight, &c.bias, device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            convs,
+            pooling,
+            preprocess: weights.preprocess,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// RGB [1,3,H,W] in 0..255 to the network's input, as the weights expect it.
+    pub fn preprocess(&self, rgb: &Tensor) -> Result<Tensor> {
+        let chans = self
+            .preprocess
+            .channel_map()
+            .iter()
+            .map(|&(src, scale, offset)| rgb.narrow(1, src, 1)?.affine(scale as f64, offset as f64))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&chans, 1)
+    }
+
+    /// Gradient at the RGB image given the gradient at the network input.
+    pub fn preprocess_backward(&self, grad: &Tensor) -> Result<Tensor> {
+        let map = self.preprocess.channel_map();
+        let chans = (0..3)
+            .map(|rgb_c| {
+                let (i, &(_, scale, _)) = map
+                    .iter()
+                    .enumerate()
+                    .find(|(_, m)| m.0 == rgb_c)
+                    .expect("every RGB channel feeds one input channel");
+                grad.narrow(1, i, 1)?.affine(scale as f64, 0.0)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&chans, 1)
+    }
+
+    /// Runs the network on a preprocessed input up to the deepest of `taps`. With `keep_tape`
+    /// the activations the backward pass needs are kept.
+    pub fn forward(&self, input: &Tensor, taps: &[LayerId], keep_tape: bool) -> Result<Forward> {
+        let deepest = taps.iter().map(|l| l.index()).max().unwrap_or(0);
+        let mut features = BTreeMap::new();
+        let mut tape = Vec::new();
+        let mut x = input.clone();
+        for (i, layer) in LAYERS.iter().enumerate().take(deepest + 1) {
+            x = match layer.kind {
+                LayerKind::Conv(k) => self.convs[k].forward(&x)?,
+                LayerKind::Relu => x.relu()?,
+                LayerKind::Pool => self.pooling.forward(&x)?,
+            };
+            if keep_tape {
+                tape.push(matches!(layer.kind, LayerKind::Relu).then(|| x.clone()));
+            }
+            if taps.iter().any(|t| t.index() == i) {
+                features.insert(LayerId::from_index(i), x.clone());
+            }
+        }
+        Ok(Forward {
+            features,
+            tape,
+            deepest,
+        })
+    }
+
+    /// Gradient at the network input for gradients given at named layers of a taped forward.
+    pub fn backward(&self, fwd: &Forward, grads: &BTreeMap<LayerId, Tensor>) -> Result<Tensor> {
+        if fwd.tape.is_empty() {
+            candle_core::bail!("backward needs a forward pass run with keep_tape");
+        }
+        let start = grads.keys().map(|l| l.index()).max().unwrap_or(0);
+        if start > fwd.deepest {
+            candle_core::bail!("gradient given below the deepest layer of the forward pass");
+        }
+        let mut g: Option<Tensor> = None;
+        for i in (0..=start).rev() {
+            if let Some(extra) = grads.get(&LayerId::from_index(i)) {
+                g = Some(match g {
+                    Some(g) => (g + extra)?,
+                    None => extra.clone(),
+                });
+            }
+            let Some(cur) = g.take() else { continue };
+            g = Some(match LAYERS[i].kind {
+                LayerKind::Conv(k) => self.convs[k].backward_input(&cur)?,
+                LayerKind::Relu => {
+                    let y = fwd.tape[i].as_ref().expect("ReLU outputs are taped");
+                    cur.mul(&y.gt(0f32)?.to_dtype(DType::F32)?)?
+                }
+                LayerKind::Pool => {
+                    let x = fwd.tape[i - 1].as_ref().expect("pools follow a taped ReLU");
+                    self.pooling.backward(x, &cur)?
+                }
+            });
+        }
+        match g {
+            Some(g) => Ok(g),
+            None => candle_core::bail!("no gradient given"),
+        }
+    }
+}

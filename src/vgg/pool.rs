@@ -1,0 +1,113 @@
+//! 2x2 stride-2 pooling (floor for odd sizes) and its input gradient.
+//!
+//! candle's `max_pool2d` backward spreads a quarter of the gradient over the window; the true
+//! gradient goes to ONE argmax. Ties are common (pool1 of a photo has tens of thousands of tied
+//! windows), so the first maximum in scan order takes it, as PyTorch does.
+
+use candle_core::{DType, Result, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooling {
+    #[default]
+    Max,
+    Avg,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "max" => Ok(Pooling::Max),
+            "avg" | "average" => Ok(Pooling::Avg),
+            _ => Err(format!("unknown pooling '{s}' (expected max or avg)")),
+        }
+    }
+}
+
+impl Pooling {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Max => "max",
+            Pooling::Avg => "avg",
+        }
+    }
+
+    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Pooling::Max => x.max_pool2d(2),
+            Pooling::Avg => x.avg_pool2d(2),
+        }
+    }
+
+    /// Gradient at the pool's input `x` [N,C,H,W] given the gradient `g` at its output.
+    pub fn backward(self, x: &Tensor, g: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let (ho, wo) = (h / 2, w / 2);
+        let quads: [Tensor; 4] = match self {
+            Pooling::Avg => {
+                let q = (g * 0.25)?;
+                [q.clone(), q.clone(), q.clone(), q]
+            }
+            Pooling::Max => {
+                let xe = x
+                    .narrow(2, 0, 2 * ho)?
+                    .narrow(3, 0, 2 * wo)?
+                    .contiguous()?
+                    .reshape((n, c, ho, 2, wo, 2))?;
+                let q = |i: usize, j: usize| -> Result<Tensor> {
+                    xe.narrow(3, i, 1)?.narrow(5, j, 1)?.squeeze(5)?.squeeze(3)
+                };
+                let qs = [q(0, 0)?, q(0, 1)?, q(1, 0)?, q(1, 1)?];
+                let m = qs[0].maximum(&qs[1])?.maximum(&qs[2].maximum(&qs[3])?)?;
+                // First maximum in scan order wins: mask_k = [q_k == m] * (1 - taken).
+                let mut taken = m.zeros_like()?;
+                let mut out: Vec<Tensor> = Vec::with_capacity(4);
+                for qk in &qs {
+                    let hit = qk.eq(&m)?.to_dtype(DType::F32)?;
+                    let mask = (&hit * (1.0 - &taken)?)?;
+                    taken = (&taken + &mask)?;
+                    out.push((g * mask)?);
+                }
+                [out[0].clone(), out[1].clone(), out[2].clone(), out[3].clone()]
+            }
+        };
+        let row0 = Tensor::stack(&[&quads[0], &quads[1]], 4)?.reshape((n, c, ho, 2 * wo))?;
+        let row1 = Tensor::stack(&[&quads[2], &quads[3]], 4)?.reshape((n, c, ho, 2 * wo))?;
+        let full = Tensor::stack(&[&row0, &row1], 3)?.reshape((n, c, 2 * ho, 2 * wo))?;
+        // Rows and columns that floor pooling dropped get no gradient.
+        full.pad_with_zeros(2, 0, h - 2 * ho)?
+            .pad_with_zeros(3, 0, w - 2 * wo)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn max_gradient_goes_to_one_argmax_even_on_ties() -> Result<()> {
+        // 3x5 input: floor pooling gives 1x2 outputs; the first window is all ties.
+        let x = Tensor::new(
+            &[[[[1f32, 1., 0., 5., 9.], [1., 1., 7., 2., 9.], [3., 3., 3., 3., 3.]]]],
+            &Device::Cpu,
+        )?;
+        let y = Pooling::Max.forward(&x)?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![1., 7.]);
+        let g = Tensor::new(&[[[[10f32, 20.]]]], &Device::Cpu)?;
+        let gx = Pooling::Max.backward(&x, &g)?;
+        assert_eq!(gx.dims(), &[1, 1, 3, 5]);
+        let v = gx.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(v, vec![10., 0., 0., 0., 0., 0., 0., 20., 0., 0., 0., 0., 0., 0., 0.]);
+        Ok(())
+    }
+
+    #[test]
+    fn avg_gradient_is_a_quarter_each() -> Result<()> {
+        let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu)?;
+        let g = Tensor::new(&[[[[8f32]]]], &Device::Cpu)?;
+        let v = Pooling::Avg.backward(&x, &g)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(v, vec![2.; 4]);
+        Ok(())
+    }
+}
