@@ -14,7 +14,7 @@
 //! * [`resize`] and [`scale_to_long_side`] resample with Lanczos3 in `f32`.
 
 use std::fs::File;
-use std::io::{BufReader, Cursor, Read, Write};
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -291,12 +291,11 @@ pub fn load_rgb(path: &Path, limits: &LoadLimits) -> Result<RgbImageF32, ImageEr
     if let Some((w, h)) = png_header_dimensions(&head[..got]) {
         check_pixels(path, w, h, limits)?;
     }
-    drop(file);
-
-    let file = File::open(path).map_err(|e| ImageError::Read {
-        path: owned(),
-        source: e,
-    })?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| ImageError::Read {
+            path: owned(),
+            source: e,
+        })?;
     let mut reader = ImageReader::new(BufReader::new(file))
         .with_guessed_format()
         .map_err(|e| ImageError::Read {
@@ -828,6 +827,43 @@ mod tests {
             img.data,
             vec![1., 1., 1., 1., 2., 2., 2., 2., 3., 3., 3., 3.]
         );
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // Minimal big-endian EXIF (TIFF) block with one entry: Orientation = 6
+        // ("rotate 90 degrees clockwise to display").
+        let mut exif = b"MM\0\x2a".to_vec();
+        exif.extend_from_slice(&8u32.to_be_bytes());
+        exif.extend_from_slice(&1u16.to_be_bytes());
+        exif.extend_from_slice(&0x0112u16.to_be_bytes());
+        exif.extend_from_slice(&3u16.to_be_bytes());
+        exif.extend_from_slice(&1u32.to_be_bytes());
+        exif.extend_from_slice(&[0, 6, 0, 0]);
+        exif.extend_from_slice(&0u32.to_be_bytes());
+
+        let (w, h) = (3u32, 2u32);
+        let raw: Vec<u8> = (0..h)
+            .flat_map(|y| (0..w).flat_map(move |x| [(x + 10 * y) as u8, 0, 0]))
+            .collect();
+        let mut png = Vec::new();
+        let mut enc = image::codecs::png::PngEncoder::new(&mut png);
+        enc.set_exif_metadata(exif).unwrap();
+        enc.write_image(&raw, w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rot.png");
+        std::fs::write(&p, png).unwrap();
+
+        let img = load_rgb(&p, &LoadLimits::default()).unwrap();
+        assert_eq!((img.width, img.height), (h, w));
+        // Clockwise rotation: new (x', y') shows old (y', h - 1 - x').
+        for yn in 0..w {
+            for xn in 0..h {
+                let (xo, yo) = (yn, h - 1 - xn);
+                assert_eq!(img.get(xn, yn, 0), (xo + 10 * yo) as f32, "at ({xn}, {yn})");
+            }
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 
 use super::{
-    axpy, copy, dot, norm1, norm2, norm_inf, scale, zip2_apply, zip_apply, Control, Objective,
+    axpy, dot, norm1, norm2, norm_inf, scale, zip2_apply, zip_apply, Control, Objective,
     OptimResult, Optimizer, StepInfo, StopReason, Tracker,
 };
 

@@ -338,7 +338,7 @@ pub(crate) mod test_functions {
     /// Extended Rosenbrock: independent 2-D Rosenbrock valleys on pairs
     /// `(x[2i], x[2i+1])`; minimum 0 at all ones.
     pub fn rosenbrock(x: &[f32], g: &mut [f32]) -> anyhow::Result<f32> {
-        assert!(x.len() % 2 == 0);
+        assert!(x.len().is_multiple_of(2));
         let mut f = 0.0f64;
         for i in (0..x.len()).step_by(2) {
             let (a, b) = (x[i] as f64, x[i + 1] as f64);

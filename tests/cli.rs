@@ -1,0 +1,67 @@
+//! The command-line surface: subcommands, exit codes, the features command.
+
+mod common;
+
+use std::process::Command;
+
+use candle_core::Device;
+
+#[test]
+fn help_lists_every_command() {
+    let out = Command::new(common::bin()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["texture", "transfer", "compare", "metrics", "features", "weights"] {
+        assert!(text.contains(cmd), "--help lacks {cmd}: {text}");
+    }
+}
+
+#[test]
+fn unbuilt_commands_say_so_and_exit_2() {
+    for cmd in ["compare", "metrics"] {
+        let out = Command::new(common::bin()).arg(cmd).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not built yet") && err.trim().lines().count() == 1, "{err}");
+    }
+}
+
+#[test]
+fn features_writes_named_layers_at_the_images_size() {
+    let Some(img) = common::shared_image("chelsea.png") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("f.safetensors");
+    let out = Command::new(common::bin())
+        .arg("features")
+        .arg(&img)
+        .args(["--layers", "relu1_1,relu4_2", "-o"])
+        .arg(&out_path)
+        .arg("--weights")
+        .arg(&common::weights().path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = candle_core::safetensors::load(&out_path, &Device::Cpu).unwrap();
+    assert_eq!(t["relu1_1"].dims(), &[1, 64, 300, 451]);
+    assert_eq!(t["relu4_2"].dims(), &[1, 512, 37, 56]);
+    assert_eq!(t.len(), 2);
+}
+
+#[test]
+fn bad_layer_name_and_bad_extension_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::bin())
+        .args(["features", "x.png", "--layers", "relu9_9", "-o"])
+        .arg(dir.path().join("f.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(common::bin())
+        .args(["texture", "--style", "x.png", "-o"])
+        .arg(dir.path().join("out.xyz"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("extension"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
+}

@@ -1,0 +1,107 @@
+//! MRF synthesis end to end on real images, at small sizes.
+
+mod common;
+
+use std::process::Command;
+
+use candle_core::Device;
+use mrfsynth::image_io::{load_rgb, resize, LoadLimits, RgbImageF32};
+use mrfsynth::matcher::ExactMatcher;
+use mrfsynth::prior::mrf::{MrfLayer, MrfPrior};
+use mrfsynth::prior::FeatureLoss;
+use mrfsynth::synth::{self, style, Objective, Params, Silent, Task};
+use mrfsynth::vgg::{Pooling, Vgg19};
+
+/// MRF energy (no TV) of an image against a style, and the mean cosine of its relu3_1 patches.
+fn mrf_energy(vgg: &Vgg19, style_img: &RgbImageF32, img: &RgbImageF32, params: &Params) -> (f64, f32) {
+    let banks = style::mrf_banks(vgg, std::slice::from_ref(style_img), &params.mrf_layers, 3, 2).unwrap();
+    let layers = params
+        .mrf_layers
+        .iter()
+        .zip(banks)
+        .map(|(l, b)| {
+            let m = ExactMatcher::new(&b, 1 << 22).unwrap();
+            MrfLayer::new(*l, b, Box::new(m), params.mrf_weight, 3, 2)
+        })
+        .collect();
+    let priors: Vec<Box<dyn FeatureLoss>> = vec![Box::new(MrfPrior { layers })];
+    let mut obj = Objective::new(vgg, priors, 0.0, img.width as usize, img.height as usize);
+    let mut g = vec![0f32; img.data.len()];
+    let e = obj.evaluate(&img.data, &mut g).unwrap();
+    let score = obj.priors[0].mrf_stats().unwrap()[0].mean_score;
+    (e, score)
+}
+
+#[test]
+fn optimisation_lowers_the_energy_and_matches_the_style_better_than_noise() {
+    let Some(path) = common::shared_image("grass.png") else { return };
+    let style_img = resize(&load_rgb(&path, &LoadLimits::default()).unwrap(), 128, 128);
+    let vgg = Vgg19::new(common::weights(), Pooling::Max, &Device::Cpu).unwrap();
+    let params = Params { width: 96, height: 96, levels: 1, iterations: 30, seed: 7, ..Params::default() };
+    let noise = synth::init::initial_image(&params.init, &Task::Texture, &style_img, 96, 96, params.seed).unwrap();
+    let result = synth::run(&vgg, &style_img, Task::Texture, &params, &mut Silent).unwrap();
+    let (e0, s0) = mrf_energy(&vgg, &style_img, &noise, &params);
+    let (e1, s1) = mrf_energy(&vgg, &style_img, &result.image, &params);
+    eprintln!("energy {e0:.4e} -> {e1:.4e}, relu3_1 mean cosine {s0:.3} -> {s1:.3}");
+    assert!(e1 < 0.3 * e0, "energy {e0} -> {e1}");
+    assert!(s1 > s0 + 0.1, "mean cosine {s0} -> {s1}");
+    let losses = &result.levels[0].losses;
+    assert!(losses.last().unwrap() < losses.first().unwrap());
+}
+
+fn texture_cmd(out: &std::path::Path, seed: u64, style: &std::path::Path) -> std::process::Output {
+    Command::new(common::bin())
+        .args(["texture", "--quiet", "--size", "64", "--levels", "1", "--iterations", "4", "--style"])
+        .arg(style)
+        .args(["--seed", &seed.to_string(), "-o"])
+        .arg(out)
+        .arg("--weights")
+        .arg(&common::weights().path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn same_seed_same_bytes_and_a_sidecar() {
+    let Some(style) = common::shared_image("grass.png") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (dir.path().join("a.png"), dir.path().join("b.png"), dir.path().join("c.png"));
+    for (p, seed) in [(&a, 1), (&b, 1), (&c, 2)] {
+        let out = texture_cmd(p, seed, &style);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (ba, bb, bc) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), std::fs::read(&c).unwrap());
+    assert_eq!(ba, bb, "same seed must give the same bytes");
+    assert_ne!(ba, bc, "another seed should give another image");
+    let side: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("a.json")).unwrap()).unwrap();
+    assert_eq!(side["params"]["seed"], 1);
+    assert_eq!(side["interrupted"], false);
+    assert_eq!(side["weights"]["sha256"].as_str().unwrap(), common::weights().sha256);
+    assert!(!side["levels"][0]["losses"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn transfer_runs_with_a_content_loss() {
+    let (Some(content), Some(style)) = (common::shared_image("chelsea.png"), common::shared_image("starry_night.png")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("t.png");
+    let out = Command::new(common::bin())
+        .args(["transfer", "--quiet", "--long-side", "96", "--levels", "1", "--iterations", "5", "--content"])
+        .arg(&content)
+        .arg("--style")
+        .arg(&style)
+        .arg("-o")
+        .arg(&out_path)
+        .arg("--weights")
+        .arg(&common::weights().path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let img = load_rgb(&out_path, &LoadLimits::default()).unwrap();
+    assert_eq!((img.width, img.height), (96, 64));
+    let side: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("t.json")).unwrap()).unwrap();
+    let terms = side["levels"][0]["final_terms"].as_object().unwrap();
+    assert!(terms.contains_key("content:relu4_2"), "{terms:?}");
+}
