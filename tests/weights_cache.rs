@@ -31,7 +31,11 @@ fn verify(xdg: &std::path::Path) -> std::process::Output {
 fn intact_cache_verifies() {
     let dir = cache_copy();
     let out = verify(dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok"));
 }
 
@@ -52,8 +56,15 @@ fn truncated_or_flipped_cache_is_detected() {
         let out = verify(dir.path());
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(4), "{damage}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{damage}: one line expected: {err}");
-        assert!(err.contains("corrupt") && err.contains("weights fetch"), "{damage}: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{damage}: one line expected: {err}"
+        );
+        assert!(
+            err.contains("corrupt") && err.contains("weights fetch"),
+            "{damage}: {err}"
+        );
     }
 }
 

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "mrfsynth", version, about = "Neural texture synthesis and style transfer: CNNMRF (MRF) and Gram priors over VGG19")]
+#[command(
+    name = "mrfsynth",
+    version,
+    about = "Neural texture synthesis and style transfer: CNNMRF (MRF) and Gram priors over VGG19"
+)]
 pub struct Cli {
     /// VGG19 weights (safetensors: our cache layout or torchvision's). Default: $MRFSYNTH_WEIGHTS, then the user cache.
     #[arg(long, global = true, value_name = "PATH")]

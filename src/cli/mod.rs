@@ -13,7 +13,10 @@ use mrfsynth::synth::{self, Init, OptimizerKind, Params, SynthResult, Task};
 use mrfsynth::vgg::{LayerId, Pooling, Vgg19};
 use mrfsynth::weights::{self, VggWeights, WeightsError, WeightsSource};
 
-use args::{Cli, Command, DeviceArg, FeaturesArgs, OptimizerArg, PoolArg, SynthArgs, TextureArgs, TransferArgs, WeightsCommand};
+use args::{
+    Cli, Command, DeviceArg, FeaturesArgs, OptimizerArg, PoolArg, SynthArgs, TextureArgs,
+    TransferArgs, WeightsCommand,
+};
 use progress::Progress;
 
 /// Documented exit codes.
@@ -34,7 +37,10 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
     fn usage(message: impl Into<String>) -> Self {
         Self::new(exit::USAGE, message)
@@ -56,15 +62,22 @@ fn failure(e: impl std::fmt::Display) -> CliError {
 
 /// One line for an error chain: "outer: inner: root".
 fn chain(e: &anyhow::Error) -> String {
-    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> Result<(), CliError> {
     match cli.command {
         Command::Texture(a) => texture(a, cli.weights.as_deref(), cli.quiet, interrupted),
         Command::Transfer(a) => transfer(a, cli.weights.as_deref(), cli.quiet, interrupted),
-        Command::Compare(_) => Err(CliError::usage("`compare` is not built yet (Gram mode and comparison reports are planned)")),
-        Command::Metrics(_) => Err(CliError::usage("`metrics` is not built yet (SWD, Gram and patch metrics are planned)")),
+        Command::Compare(_) => Err(CliError::usage(
+            "`compare` is not built yet (Gram mode and comparison reports are planned)",
+        )),
+        Command::Metrics(_) => Err(CliError::usage(
+            "`metrics` is not built yet (SWD, Gram and patch metrics are planned)",
+        )),
         Command::Features(a) => features(a, cli.weights.as_deref()),
         Command::Weights(c) => weights_cmd(c, cli.weights.as_deref()),
     }
@@ -84,7 +97,8 @@ fn pooling(p: PoolArg) -> Pooling {
 }
 
 fn load_image(path: &Path, what: &str) -> Result<RgbImageF32, CliError> {
-    image_io::load_rgb(path, &LoadLimits::default()).map_err(|e| CliError::input(format!("{what}: {e}")))
+    image_io::load_rgb(path, &LoadLimits::default())
+        .map_err(|e| CliError::input(format!("{what}: {e}")))
 }
 
 fn layers(s: &str, flag: &str) -> Result<Vec<LayerId>, CliError> {
@@ -114,14 +128,22 @@ fn check_output(path: &Path, allowed: &[&str]) -> Result<(), CliError> {
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
-        return Err(CliError::input(format!("output folder {} does not exist", dir.display())));
+        return Err(CliError::input(format!(
+            "output folder {} does not exist",
+            dir.display()
+        )));
     }
     Ok(())
 }
 
 const IMAGE_EXTS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"];
 
-fn load_network(weights_path: Option<&Path>, pool: Pooling, device: &Device, progress: Option<&Progress>) -> Result<(VggWeights, Vgg19), CliError> {
+fn load_network(
+    weights_path: Option<&Path>,
+    pool: Pooling,
+    device: &Device,
+    progress: Option<&Progress>,
+) -> Result<(VggWeights, Vgg19), CliError> {
     if let (WeightsSource::Cache(p), Some(pr)) = (weights::resolve(weights_path), progress) {
         if !p.exists() {
             pr.say("fetching VGG19 weights into the cache (first run only)...");
@@ -162,19 +184,30 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), CliError> {
-    let bad = || CliError::usage(format!("--size {s}: expected WxH (e.g. 512x384) or one number"));
+    let bad = || {
+        CliError::usage(format!(
+            "--size {s}: expected WxH (e.g. 512x384) or one number"
+        ))
+    };
     let (w, h) = match s.split_once(['x', 'X']) {
-        Some((w, h)) => (w.trim().parse::<u32>().map_err(|_| bad())?, h.trim().parse::<u32>().map_err(|_| bad())?),
+        Some((w, h)) => (
+            w.trim().parse::<u32>().map_err(|_| bad())?,
+            h.trim().parse::<u32>().map_err(|_| bad())?,
+        ),
         None => {
             let n = s.trim().parse::<u32>().map_err(|_| bad())?;
             (n, n)
         }
     };
     if w == 0 || h == 0 {
-        return Err(CliError::usage(format!("--size {s}: sides must be positive")));
+        return Err(CliError::usage(format!(
+            "--size {s}: sides must be positive"
+        )));
     }
     if (w as u64) * (h as u64) > 8192 * 8192 {
-        return Err(CliError::usage(format!("--size {s}: larger than 8192x8192 pixels")));
+        return Err(CliError::usage(format!(
+            "--size {s}: larger than 8192x8192 pixels"
+        )));
     }
     Ok((w, h))
 }
@@ -183,18 +216,31 @@ fn parse_init(s: &str, allow_content: bool) -> Result<Init, CliError> {
     match s {
         "noise" => Ok(Init::Noise),
         "content" if allow_content => Ok(Init::Content),
-        "content" => Err(CliError::usage("--init content needs a content image (use `transfer`)")),
+        "content" => Err(CliError::usage(
+            "--init content needs a content image (use `transfer`)",
+        )),
         path => Ok(Init::Image(load_image(Path::new(path), "--init")?)),
     }
 }
 
-fn texture(a: TextureArgs, weights_path: Option<&Path>, quiet: bool, interrupted: Arc<AtomicBool>) -> Result<(), CliError> {
+fn texture(
+    a: TextureArgs,
+    weights_path: Option<&Path>,
+    quiet: bool,
+    interrupted: Arc<AtomicBool>,
+) -> Result<(), CliError> {
     check_output(&a.synth.output, &IMAGE_EXTS)?;
-    let mut progress = Progress::new(quiet, interrupted.clone(), a.synth.save_every, a.synth.output.clone());
+    let mut progress = Progress::new(
+        quiet,
+        interrupted.clone(),
+        a.synth.save_every,
+        a.synth.output.clone(),
+    );
     let style_path = match &a.style {
         Some(p) => p.clone(),
         None => {
-            let p = mrfsynth::samples::default_sample().map_err(|e| CliError::new(exit::FAILURE, e))?;
+            let p =
+                mrfsynth::samples::default_sample().map_err(|e| CliError::new(exit::FAILURE, e))?;
             progress.say(&format!("using the built-in sample {}", p.display()));
             p
         }
@@ -210,20 +256,36 @@ fn texture(a: TextureArgs, weights_path: Option<&Path>, quiet: bool, interrupted
     params.validate().map_err(|e| CliError::usage(chain(&e)))?;
     let dev = device(a.synth.device)?;
     let (weights, vgg) = load_network(weights_path, pooling(a.synth.pool), &dev, Some(&progress))?;
-    let result = synth::run(&vgg, &style, Task::Texture, &params, &mut progress).map_err(|e| classify(&e))?;
+    let result = synth::run(&vgg, &style, Task::Texture, &params, &mut progress)
+        .map_err(|e| classify(&e))?;
     let inputs = serde_json::json!({ "style": style_path });
-    finish("texture", &a.synth, &params, &weights, inputs, result, &progress)
+    finish(
+        "texture", &a.synth, &params, &weights, inputs, result, &progress,
+    )
 }
 
-fn transfer(a: TransferArgs, weights_path: Option<&Path>, quiet: bool, interrupted: Arc<AtomicBool>) -> Result<(), CliError> {
+fn transfer(
+    a: TransferArgs,
+    weights_path: Option<&Path>,
+    quiet: bool,
+    interrupted: Arc<AtomicBool>,
+) -> Result<(), CliError> {
     check_output(&a.synth.output, &IMAGE_EXTS)?;
-    let mut progress = Progress::new(quiet, interrupted.clone(), a.synth.save_every, a.synth.output.clone());
+    let mut progress = Progress::new(
+        quiet,
+        interrupted.clone(),
+        a.synth.save_every,
+        a.synth.output.clone(),
+    );
     let content = load_image(&a.content, "--content")?;
     let style = load_image(&a.style, "--style")?;
     warn_alpha(&progress, &content, &a.content);
     warn_alpha(&progress, &style, &a.style);
     if a.long_side == 0 || a.long_side > 8192 {
-        return Err(CliError::usage(format!("--long-side must be between 1 and 8192, got {}", a.long_side)));
+        return Err(CliError::usage(format!(
+            "--long-side must be between 1 and 8192, got {}",
+            a.long_side
+        )));
     }
     let (w, h) = image_io::dims_for_long_side(content.width, content.height, a.long_side);
     let mut params = params_from(&a.synth, w, h)?;
@@ -236,10 +298,18 @@ fn transfer(a: TransferArgs, weights_path: Option<&Path>, quiet: bool, interrupt
     params.validate().map_err(|e| CliError::usage(chain(&e)))?;
     let dev = device(a.synth.device)?;
     let (weights, vgg) = load_network(weights_path, pooling(a.synth.pool), &dev, Some(&progress))?;
-    let result = synth::run(&vgg, &style, Task::Transfer { content: &content }, &params, &mut progress)
-        .map_err(|e| classify(&e))?;
+    let result = synth::run(
+        &vgg,
+        &style,
+        Task::Transfer { content: &content },
+        &params,
+        &mut progress,
+    )
+    .map_err(|e| classify(&e))?;
     let inputs = serde_json::json!({ "content": a.content, "style": a.style });
-    finish("transfer", &a.synth, &params, &weights, inputs, result, &progress)
+    finish(
+        "transfer", &a.synth, &params, &weights, inputs, result, &progress,
+    )
 }
 
 /// Errors from a run: sizes that cannot work are the input's fault, anything else a failure.
@@ -254,7 +324,10 @@ fn classify(e: &anyhow::Error) -> CliError {
 
 fn warn_alpha(progress: &Progress, img: &RgbImageF32, path: &Path) {
     if img.had_alpha {
-        progress.say(&format!("warning: {}: transparency dropped (alpha ignored)", path.display()));
+        progress.say(&format!(
+            "warning: {}: transparency dropped (alpha ignored)",
+            path.display()
+        ));
     }
 }
 
@@ -272,7 +345,8 @@ fn finish(
     result: SynthResult,
     progress: &Progress,
 ) -> Result<(), CliError> {
-    image_io::save_rgb(&result.image, &a.output).map_err(|e| failure(format!("writing the output: {e}")))?;
+    image_io::save_rgb(&result.image, &a.output)
+        .map_err(|e| failure(format!("writing the output: {e}")))?;
     let sidecar = serde_json::json!({
         "tool": "mrfsynth",
         "version": env!("CARGO_PKG_VERSION"),
@@ -289,9 +363,13 @@ fn finish(
     });
     let text = serde_json::to_string_pretty(&sidecar).map_err(failure)?;
     let path = sidecar_path(&a.output);
-    mrfsynth::atomic::write(&path, text.as_bytes()).map_err(|e| failure(format!("writing {}: {e}", path.display())))?;
+    mrfsynth::atomic::write(&path, text.as_bytes())
+        .map_err(|e| failure(format!("writing {}: {e}", path.display())))?;
     if result.interrupted {
-        progress.say(&format!("interrupted: wrote the best image so far to {}", a.output.display()));
+        progress.say(&format!(
+            "interrupted: wrote the best image so far to {}",
+            a.output.display()
+        ));
         return Err(CliError::new(exit::INTERRUPTED, "interrupted"));
     }
     progress.say(&format!(
@@ -311,16 +389,23 @@ fn features(a: FeaturesArgs, weights_path: Option<&Path>) -> Result<(), CliError
     let mut img = load_image(&a.image, "image")?;
     if let Some(side) = a.size {
         if side == 0 || side > 8192 {
-            return Err(CliError::usage(format!("--size must be between 1 and 8192, got {side}")));
+            return Err(CliError::usage(format!(
+                "--size must be between 1 and 8192, got {side}"
+            )));
         }
         img = image_io::scale_to_long_side(&img, side);
     }
     let (_, vgg) = load_network(weights_path, pooling(a.pool), &Device::Cpu, None)?;
     let feats = synth::features(&vgg, &img, &layer_ids).map_err(|e| failure(chain(&e)))?;
-    let named: Vec<(String, candle_core::Tensor)> = feats.into_iter().map(|(l, t)| (l.name().to_string(), t)).collect();
-    let views: Vec<(&str, &candle_core::Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let named: Vec<(String, candle_core::Tensor)> = feats
+        .into_iter()
+        .map(|(l, t)| (l.name().to_string(), t))
+        .collect();
+    let views: Vec<(&str, &candle_core::Tensor)> =
+        named.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let bytes = safetensors::tensor::serialize(views, None).map_err(failure)?;
-    mrfsynth::atomic::write(&a.output, &bytes).map_err(|e| failure(format!("writing {}: {e}", a.output.display())))?;
+    mrfsynth::atomic::write(&a.output, &bytes)
+        .map_err(|e| failure(format!("writing {}: {e}", a.output.display())))?;
     for (n, t) in &named {
         println!("{n}\t{:?}", t.dims());
     }
@@ -364,7 +449,13 @@ fn weights_cmd(c: WeightsCommand, weights_path: Option<&Path>) -> Result<(), Cli
                 }
             }
             let w = weights::load_file(src.path(), matches!(src, WeightsSource::Cache(_)))?;
-            println!("ok\t{}\tsha256 {}\t{} convolutions\t{}", w.path.display(), w.sha256, w.convs.len(), w.preprocess.name());
+            println!(
+                "ok\t{}\tsha256 {}\t{} convolutions\t{}",
+                w.path.display(),
+                w.sha256,
+                w.convs.len(),
+                w.preprocess.name()
+            );
             Ok(())
         }
     }

@@ -31,7 +31,12 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(quiet: bool, interrupted: Arc<AtomicBool>, save_every: Option<usize>, output: PathBuf) -> Self {
+    pub fn new(
+        quiet: bool,
+        interrupted: Arc<AtomicBool>,
+        save_every: Option<usize>,
+        output: PathBuf,
+    ) -> Self {
         let mode = if quiet {
             Mode::Quiet
         } else if std::io::stderr().is_terminal() {
@@ -62,10 +67,20 @@ impl Progress {
     }
 
     fn intermediate_path(&self, iteration: usize) -> PathBuf {
-        let stem = self.output.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let ext = self.output.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into());
-        self.output
-            .with_file_name(format!("{stem}.level{}.iter{iteration:04}.{ext}", self.level.0 + 1))
+        let stem = self
+            .output
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ext = self
+            .output
+            .extension()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "png".into());
+        self.output.with_file_name(format!(
+            "{stem}.level{}.iter{iteration:04}.{ext}",
+            self.level.0 + 1
+        ))
     }
 }
 
@@ -78,14 +93,21 @@ impl Observer for Progress {
         self.level = (index, count);
         self.iterations = iterations;
         self.started = Instant::now();
-        let title = format!("level {}/{count} {}x{}", index + 1, level.width, level.height);
+        let title = format!(
+            "level {}/{count} {}x{}",
+            index + 1,
+            level.width,
+            level.height
+        );
         match self.mode {
             Mode::Bar => {
                 let bar = ProgressBar::new(iterations as u64);
                 bar.set_style(
-                    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({per_sec}, {eta} left)")
-                        .expect("valid template")
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{prefix} [{bar:30}] {pos}/{len} {msg} ({per_sec}, {eta} left)",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
                 );
                 bar.set_prefix(title);
                 self.bar = Some(bar);
@@ -95,14 +117,23 @@ impl Observer for Progress {
         }
     }
 
-    fn step(&mut self, _level: usize, info: &StepInfo, image: &[f32], width: u32, height: u32) -> Control {
+    fn step(
+        &mut self,
+        _level: usize,
+        info: &StepInfo,
+        image: &[f32],
+        width: u32,
+        height: u32,
+    ) -> Control {
         let rate = info.iteration as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
         match (&self.bar, self.mode) {
             (Some(bar), _) => {
                 bar.set_position(info.iteration as u64);
                 bar.set_message(format!("loss {:.4e}", info.loss));
             }
-            (None, Mode::Lines) if info.iteration % 10 == 0 || info.iteration == self.iterations => {
+            (None, Mode::Lines)
+                if info.iteration % 10 == 0 || info.iteration == self.iterations =>
+            {
                 let left = (self.iterations.saturating_sub(info.iteration)) as f64 / rate.max(1e-9);
                 eprintln!(
                     "  level {}/{} iter {}/{} loss {:.4e} {:.2} it/s ~{:.0}s left",
@@ -117,7 +148,10 @@ impl Observer for Progress {
             }
             _ => {}
         }
-        if self.save_every.is_some_and(|n| n > 0 && info.iteration % n == 0) {
+        if self
+            .save_every
+            .is_some_and(|n| n > 0 && info.iteration % n == 0)
+        {
             let img = RgbImageF32::new(width, height, image.to_vec());
             let path = self.intermediate_path(info.iteration);
             if let Err(e) = save_rgb(&img, &path) {

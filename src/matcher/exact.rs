@@ -31,7 +31,15 @@ impl ExactMatcher {
 impl PatchMatcher for ExactMatcher {
     fn best(&self, queries: &Tensor) -> Result<Matches> {
         let n = queries.dim(0)?;
-        let q = normalize_rows(queries)?;
+        // The argmax over the bank does not depend on the query's norm: divide the n best
+        // scores afterwards instead of normalising the whole query matrix.
+        let q = queries;
+        let norms: Vec<f32> = queries
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .flatten_all()?
+            .to_vec1()?;
         let chunk = (self.budget / self.len.max(1)).clamp(1, n.max(1));
         let mut index = Vec::new();
         let mut score = Vec::with_capacity(n);
@@ -42,6 +50,9 @@ impl PatchMatcher for ExactMatcher {
             index.push(scores.argmax(D::Minus1)?);
             score.extend(scores.max(D::Minus1)?.to_vec1::<f32>()?);
             start += rows;
+        }
+        for (s, nrm) in score.iter_mut().zip(&norms) {
+            *s /= nrm.max(1e-8);
         }
         let index = Tensor::cat(&index, 0)?.to_dtype(DType::U32)?;
         Ok(Matches { index, score })

@@ -15,7 +15,11 @@ pub struct ContentLoss {
 
 impl ContentLoss {
     pub fn new(layer: LayerId, target: Tensor, weight: f64) -> Self {
-        Self { layer, target, weight }
+        Self {
+            layer,
+            target,
+            weight,
+        }
     }
 }
 
@@ -27,12 +31,21 @@ impl FeatureLoss for ContentLoss {
     fn eval(&mut self, features: &BTreeMap<LayerId, Tensor>) -> Result<Vec<Term>> {
         let f = feature(features, self.layer)?;
         if f.dims() != self.target.dims() {
-            candle_core::bail!("content features {:?} vs target {:?}", f.dims(), self.target.dims());
+            candle_core::bail!(
+                "content features {:?} vs target {:?}",
+                f.dims(),
+                self.target.dims()
+            );
         }
         let n = f.elem_count() as f64;
         let diff = (f - &self.target)?;
         let loss = self.weight * super::sum_sq_f64(&diff)? / n;
         let grad = diff.affine(2.0 * self.weight / n, 0.0)?;
-        Ok(vec![Term { name: "content", layer: self.layer, loss, grad }])
+        Ok(vec![Term {
+            name: "content",
+            layer: self.layer,
+            loss,
+            grad,
+        }])
     }
 }

@@ -38,7 +38,10 @@ pub trait FeatureLoss: Send {
     }
 }
 
-pub(crate) fn feature<'a>(features: &'a BTreeMap<LayerId, Tensor>, layer: LayerId) -> Result<&'a Tensor> {
+pub(crate) fn feature<'a>(
+    features: &'a BTreeMap<LayerId, Tensor>,
+    layer: LayerId,
+) -> Result<&'a Tensor> {
     features
         .get(&layer)
         .ok_or_else(|| candle_core::Error::Msg(format!("features of {layer} were not computed")))
@@ -46,5 +49,8 @@ pub(crate) fn feature<'a>(features: &'a BTreeMap<LayerId, Tensor>, layer: LayerI
 
 /// Sum of squares accumulated in f64: energies are compared across line-search steps.
 pub(crate) fn sum_sq_f64(x: &Tensor) -> Result<f64> {
-    x.to_dtype(candle_core::DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
+    x.to_dtype(candle_core::DType::F64)?
+        .sqr()?
+        .sum_all()?
+        .to_scalar::<f64>()
 }

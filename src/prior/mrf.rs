@@ -101,7 +101,12 @@ impl FeatureLoss for MrfPrior {
             .iter_mut()
             .map(|l| {
                 let (loss, grad) = l.loss_and_grad(feature(features, l.layer)?)?;
-                Ok(Term { name: "mrf", layer: l.layer, loss, grad })
+                Ok(Term {
+                    name: "mrf",
+                    layer: l.layer,
+                    loss,
+                    grad,
+                })
             })
             .collect()
     }
@@ -125,7 +130,14 @@ mod tests {
         let bank = unfold(&style, 3, 2)?;
         let layer: LayerId = "relu3_1".parse().unwrap();
         let make = || -> Result<MrfLayer> {
-            Ok(MrfLayer::new(layer, bank.clone(), Box::new(ExactMatcher::new(&bank, 1 << 20)?), 0.7, 3, 2))
+            Ok(MrfLayer::new(
+                layer,
+                bank.clone(),
+                Box::new(ExactMatcher::new(&bank, 1 << 20)?),
+                0.7,
+                3,
+                2,
+            ))
         };
         let mut mrf = make()?;
         let x = Tensor::rand(0f32, 1f32, (1, 4, 7, 8), &dev)?;
@@ -138,10 +150,16 @@ mod tests {
             let eval = |delta: f32| -> Result<f64> {
                 let mut v = base.clone();
                 v[i] += delta;
-                make()?.loss_and_grad(&Tensor::from_vec(v, (1, 4, 7, 8), &dev)?).map(|r| r.0)
+                make()?
+                    .loss_and_grad(&Tensor::from_vec(v, (1, 4, 7, 8), &dev)?)
+                    .map(|r| r.0)
             };
             let fd = (eval(eps)? - eval(-eps)?) / (2.0 * eps as f64);
-            assert!((fd - g[i] as f64).abs() < 5e-2 * (fd.abs() + 2e-2), "i={i}: fd {fd} vs {}", g[i]);
+            assert!(
+                (fd - g[i] as f64).abs() < 5e-2 * (fd.abs() + 2e-2),
+                "i={i}: fd {fd} vs {}",
+                g[i]
+            );
             checked += 1;
         }
         assert!(checked > 10);

@@ -3,7 +3,8 @@
 //! Written with plain tensor ops (narrow, pad, reshape) so it runs on any candle device.
 //! A patch vector is laid out channel-major: element `c * k*k + ky * k + kx`.
 
-use candle_core::{Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 /// Number of patch positions along a side of length `n`.
 pub fn positions(n: usize, k: usize, stride: usize) -> usize {
@@ -38,7 +39,9 @@ fn upsample_zeros(x: &Tensor, dim: usize, stride: usize, len: usize) -> Result<T
     let spread = if stride == 1 {
         x.clone()
     } else {
-        let x = x.unsqueeze(dim + 1)?.pad_with_zeros(dim + 1, 0, stride - 1)?;
+        let x = x
+            .unsqueeze(dim + 1)?
+            .pad_with_zeros(dim + 1, 0, stride - 1)?;
         let mut shape = x.dims().to_vec();
         shape.remove(dim + 1);
         shape[dim] = count * stride;
@@ -54,11 +57,20 @@ fn upsample_zeros(x: &Tensor, dim: usize, stride: usize, len: usize) -> Result<T
 
 /// `x` [C, H, W] -> patches [N, C*k*k], N = positions(H) * positions(W), row-major positions.
 pub fn unfold(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
-    let (c, h, w) = x.dims3()?;
+    let (_, h, w) = x.dims3()?;
     let (ph, pw) = (positions(h, k, stride), positions(w, k, stride));
     if ph == 0 || pw == 0 {
         candle_core::bail!("feature map {h}x{w} is smaller than a {k}x{k} patch");
     }
+    if x.device().is_cpu() {
+        return x.contiguous()?.apply_op1_no_bwd(&CpuUnfold { k, stride });
+    }
+    unfold_generic(x, k, stride)
+}
+
+fn unfold_generic(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    let (c, h, w) = x.dims3()?;
+    let (ph, pw) = (positions(h, k, stride), positions(w, k, stride));
     let mut taps = Vec::with_capacity(k * k);
     for ky in 0..k {
         for kx in 0..k {
@@ -76,7 +88,37 @@ pub fn unfold(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
 }
 
 /// Adjoint of `unfold`: sums patch values [N, C*k*k] back onto a [C, H, W] map.
-pub fn fold(patches: &Tensor, c: usize, h: usize, w: usize, k: usize, stride: usize) -> Result<Tensor> {
+pub fn fold(
+    patches: &Tensor,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let (ph, pw) = (positions(h, k, stride), positions(w, k, stride));
+    if patches.dims() != [ph * pw, c * k * k] {
+        candle_core::bail!(
+            "fold: patches {:?} do not fit a {c}x{h}x{w} map",
+            patches.dims()
+        );
+    }
+    if patches.device().is_cpu() {
+        return patches
+            .contiguous()?
+            .apply_op1_no_bwd(&CpuFold { c, h, w, k, stride });
+    }
+    fold_generic(patches, c, h, w, k, stride)
+}
+
+fn fold_generic(
+    patches: &Tensor,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+) -> Result<Tensor> {
     let (ph, pw) = (positions(h, k, stride), positions(w, k, stride));
     let per_tap = patches.t()?.contiguous()?.reshape((c, k * k, ph, pw))?;
     let mut out: Option<Tensor> = None;
@@ -93,6 +135,81 @@ pub fn fold(patches: &Tensor, c: usize, h: usize, w: usize, k: usize, stride: us
         }
     }
     Ok(out.expect("k >= 1"))
+}
+
+fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
+        _ => candle_core::bail!("patches: contiguous f32 expected"),
+    }
+}
+
+struct CpuUnfold {
+    k: usize,
+    stride: usize,
+}
+
+impl CustomOp1 for CpuUnfold {
+    fn name(&self) -> &'static str {
+        "mrfsynth-unfold"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (c, h, w) = l.shape().dims3()?;
+        let x = cpu_slice(s, l)?;
+        let (k, st) = (self.k, self.stride);
+        let (ph, pw) = (positions(h, k, st), positions(w, k, st));
+        let d = c * k * k;
+        let mut out = vec![0f32; ph * pw * d];
+        out.par_chunks_mut(d).enumerate().for_each(|(n, row)| {
+            let (y0, x0) = ((n / pw) * st, (n % pw) * st);
+            for ch in 0..c {
+                for ky in 0..k {
+                    let src = &x[(ch * h + y0 + ky) * w + x0..][..k];
+                    row[(ch * k + ky) * k..][..k].copy_from_slice(src);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((ph * pw, d))))
+    }
+}
+
+struct CpuFold {
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+}
+
+impl CustomOp1 for CpuFold {
+    fn name(&self) -> &'static str {
+        "mrfsynth-fold"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let p = cpu_slice(s, l)?;
+        let CpuFold { c, h, w, k, stride } = *self;
+        let (ph, pw) = (positions(h, k, stride), positions(w, k, stride));
+        let d = c * k * k;
+        let mut out = vec![0f32; c * h * w];
+        // One channel per task: no two tasks write the same place.
+        out.par_chunks_mut(h * w)
+            .enumerate()
+            .for_each(|(ch, plane)| {
+                for n in 0..ph * pw {
+                    let (y0, x0) = ((n / pw) * stride, (n % pw) * stride);
+                    let src = &p[n * d + ch * k * k..][..k * k];
+                    for ky in 0..k {
+                        let dst = &mut plane[(y0 + ky) * w + x0..][..k];
+                        for (o, &v) in dst.iter_mut().zip(&src[ky * k..(ky + 1) * k]) {
+                            *o += v;
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((c, h, w))))
+    }
 }
 
 #[cfg(test)]
@@ -114,8 +231,18 @@ mod tests {
         // <unfold(x), g> == <x, fold(g)>
         let g = Tensor::rand(0f32, 1f32, p.dims(), &Device::Cpu)?;
         let lhs = (p * &g)?.sum_all()?.to_scalar::<f32>()?;
-        let rhs = (x * fold(&g, c, h, w, k, s)?)?.sum_all()?.to_scalar::<f32>()?;
+        let rhs = (x * fold(&g, c, h, w, k, s)?)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
         assert!((lhs - rhs).abs() < 1e-2 * lhs.abs(), "{lhs} vs {rhs}");
+        // The CPU kernels and the any-device versions agree.
+        let x = Tensor::from_vec(data, (c, h, w), &Device::Cpu)?;
+        let a: Vec<f32> = unfold(&x, k, s)?.flatten_all()?.to_vec1()?;
+        let b: Vec<f32> = unfold_generic(&x, k, s)?.flatten_all()?.to_vec1()?;
+        assert_eq!(a, b);
+        let a: Vec<f32> = fold(&g, c, h, w, k, s)?.flatten_all()?.to_vec1()?;
+        let b: Vec<f32> = fold_generic(&g, c, h, w, k, s)?.flatten_all()?.to_vec1()?;
+        assert_eq!(a, b);
         Ok(())
     }
 }

@@ -48,10 +48,18 @@ mod tests {
                 p[i] += 0.01;
                 let mut m = base.clone();
                 m[i] -= 0.01;
-                let lp = tv_loss_and_grad(&Tensor::from_vec(p, (1, 3, 4, 5), &Device::Cpu)?, 0.5, wrap)?.0;
-                let lm = tv_loss_and_grad(&Tensor::from_vec(m, (1, 3, 4, 5), &Device::Cpu)?, 0.5, wrap)?.0;
+                let lp =
+                    tv_loss_and_grad(&Tensor::from_vec(p, (1, 3, 4, 5), &Device::Cpu)?, 0.5, wrap)?
+                        .0;
+                let lm =
+                    tv_loss_and_grad(&Tensor::from_vec(m, (1, 3, 4, 5), &Device::Cpu)?, 0.5, wrap)?
+                        .0;
                 let fd = (lp - lm) / 0.02;
-                assert!((fd - g[i] as f64).abs() < 1e-2 * fd.abs().max(1.0), "wrap={wrap} i={i}: {fd} vs {}", g[i]);
+                assert!(
+                    (fd - g[i] as f64).abs() < 1e-2 * fd.abs().max(1.0),
+                    "wrap={wrap} i={i}: {fd} vs {}",
+                    g[i]
+                );
             }
         }
         Ok(())

@@ -44,7 +44,10 @@ pub fn rotate_cropped(img: &RgbImageF32, angle: f32) -> RgbImageF32 {
     }
     let (vw, vh) = valid_rotated_size(img.width as f32, img.height as f32, angle);
     let (ow, oh) = ((vw.floor() as u32).max(1), (vh.floor() as u32).max(1));
-    let (cx, cy) = ((img.width as f32 - 1.0) / 2.0, (img.height as f32 - 1.0) / 2.0);
+    let (cx, cy) = (
+        (img.width as f32 - 1.0) / 2.0,
+        (img.height as f32 - 1.0) / 2.0,
+    );
     let (ocx, ocy) = ((ow as f32 - 1.0) / 2.0, (oh as f32 - 1.0) / 2.0);
     let (s, c) = angle.sin_cos();
     let n = (ow * oh) as usize;
@@ -80,7 +83,10 @@ pub fn variants(img: &RgbImageF32, rotations: u32, scales: u32) -> Vec<RgbImageF
     for s in -(scales as i32)..=scales as i32 {
         let base = scaled(img, 1.05f32.powi(s));
         for k in -(rotations as i32)..=rotations as i32 {
-            out.push(rotate_cropped(&base, k as f32 * std::f32::consts::PI / 24.0));
+            out.push(rotate_cropped(
+                &base,
+                k as f32 * std::f32::consts::PI / 24.0,
+            ));
         }
     }
     out

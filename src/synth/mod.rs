@@ -99,7 +99,11 @@ impl Params {
     /// Checks values a user can get wrong; one message per problem.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.width == 0 || self.height == 0 {
-            bail!("output size must be positive, got {}x{}", self.width, self.height);
+            bail!(
+                "output size must be positive, got {}x{}",
+                self.width,
+                self.height
+            );
         }
         if self.levels == 0 || self.levels > 8 {
             bail!("--levels must be between 1 and 8, got {}", self.levels);
@@ -111,10 +115,16 @@ impl Params {
             bail!("--iterations must be at least 1");
         }
         if self.patch_size == 0 || self.patch_size > 9 {
-            bail!("--patch-size must be between 1 and 9, got {}", self.patch_size);
+            bail!(
+                "--patch-size must be between 1 and 9, got {}",
+                self.patch_size
+            );
         }
         if self.stride == 0 || self.stride > self.patch_size {
-            bail!("--stride must be between 1 and the patch size, got {}", self.stride);
+            bail!(
+                "--stride must be between 1 and the patch size, got {}",
+                self.stride
+            );
         }
         for (name, v) in [
             ("--mrf-weight", self.mrf_weight),
@@ -147,7 +157,14 @@ pub trait Observer {
     fn level_start(&mut self, _index: usize, _count: usize, _level: &Level, _iterations: usize) {}
     /// After each optimiser iteration, with the current image (planar RGB). Return Stop to end
     /// the run early (the best image so far is kept).
-    fn step(&mut self, _level: usize, _info: &StepInfo, _image: &[f32], _width: u32, _height: u32) -> Control {
+    fn step(
+        &mut self,
+        _level: usize,
+        _info: &StepInfo,
+        _image: &[f32],
+        _width: u32,
+        _height: u32,
+    ) -> Control {
         Control::Continue
     }
     fn level_end(&mut self, _index: usize, _report: &LevelReport) {}
@@ -232,7 +249,15 @@ pub fn run(
     let finest_patches = params
         .mrf_layers
         .iter()
-        .map(|&l| style::patch_count(style.width, style.height, l, params.patch_size, params.stride))
+        .map(|&l| {
+            style::patch_count(
+                style.width,
+                style.height,
+                l,
+                params.patch_size,
+                params.stride,
+            )
+        })
         .min()
         .unwrap_or(0);
     if finest_patches == 0 {
@@ -262,7 +287,14 @@ pub fn run(
         );
     }
 
-    let mut image = init::initial_image(&params.init, &task, &style, first.width, first.height, params.seed)?;
+    let mut image = init::initial_image(
+        &params.init,
+        &task,
+        &style,
+        first.width,
+        first.height,
+        params.seed,
+    )?;
     let mut reports = Vec::new();
     let mut interrupted = false;
     for (li, level) in levels.iter().enumerate() {
@@ -272,28 +304,55 @@ pub fn run(
         }
         let level_style = augment::scaled(&style, level.style_factor);
         let variants = augment::variants(&level_style, params.rotations, params.scales);
-        let banks = style::mrf_banks(vgg, &variants, &params.mrf_layers, params.patch_size, params.stride)?;
-        let style_patches: Vec<usize> = banks.iter().map(|b| b.dim(0)).collect::<candle_core::Result<_>>()?;
+        let banks = style::mrf_banks(
+            vgg,
+            &variants,
+            &params.mrf_layers,
+            params.patch_size,
+            params.stride,
+        )?;
+        let style_patches: Vec<usize> = banks
+            .iter()
+            .map(|b| b.dim(0))
+            .collect::<candle_core::Result<_>>()?;
         let mut mrf_layers = Vec::new();
         for (layer, bank) in params.mrf_layers.iter().zip(banks) {
             let matcher = ExactMatcher::new(&bank, params.match_budget)?;
-            mrf_layers.push(MrfLayer::new(*layer, bank, Box::new(matcher), params.mrf_weight, params.patch_size, params.stride));
+            mrf_layers.push(MrfLayer::new(
+                *layer,
+                bank,
+                Box::new(matcher),
+                params.mrf_weight,
+                params.patch_size,
+                params.stride,
+            ));
         }
         let mut priors: Vec<Box<dyn FeatureLoss>> = vec![Box::new(MrfPrior { layers: mrf_layers })];
         if let Task::Transfer { content } = task {
             if params.content_weight > 0.0 {
                 let c = resize(content, level.width, level.height);
                 let input = vgg.preprocess(&c.to_tensor(vgg.device())?)?;
-                let target = vgg.forward(&input, &[params.content_layer], false)?.features
-                    [&params.content_layer]
+                let target = vgg
+                    .forward(&input, &[params.content_layer], false)?
+                    .features[&params.content_layer]
                     .clone();
-                priors.push(Box::new(ContentLoss::new(params.content_layer, target, params.content_weight)));
+                priors.push(Box::new(ContentLoss::new(
+                    params.content_layer,
+                    target,
+                    params.content_weight,
+                )));
             }
         }
         let setup_seconds = level_start.elapsed().as_secs_f64();
         observer.level_start(li, levels.len(), level, params.iterations);
 
-        let mut objective = Objective::new(vgg, priors, params.tv_weight, level.width as usize, level.height as usize);
+        let mut objective = Objective::new(
+            vgg,
+            priors,
+            params.tv_weight,
+            level.width as usize,
+            level.height as usize,
+        );
         let mut optimizer: Box<dyn Optimizer> = match params.optimizer {
             OptimizerKind::Lbfgs => Box::new(Lbfgs {
                 history: params.history,
@@ -316,7 +375,11 @@ pub fn run(
             c
         };
         let result = optimizer
-            .minimize(std::mem::take(&mut image.data), &mut objective, &mut on_step)
+            .minimize(
+                std::mem::take(&mut image.data),
+                &mut objective,
+                &mut on_step,
+            )
             .with_context(|| format!("optimising level {}x{}", w, h))?;
         image = RgbImageF32::new(w, h, result.x);
         // Keep the pixels displayable: the next level and the output start from here.
@@ -379,8 +442,15 @@ pub fn min_side(layer: LayerId, patch: usize) -> u32 {
 }
 
 /// Runs the network once on an image for the named layers (the `features` command).
-pub fn features(vgg: &Vgg19, image: &RgbImageF32, layers: &[LayerId]) -> anyhow::Result<Vec<(LayerId, Tensor)>> {
+pub fn features(
+    vgg: &Vgg19,
+    image: &RgbImageF32,
+    layers: &[LayerId],
+) -> anyhow::Result<Vec<(LayerId, Tensor)>> {
     let input = vgg.preprocess(&image.to_tensor(vgg.device())?)?;
     let fwd = vgg.forward(&input, layers, false)?;
-    Ok(layers.iter().map(|l| (*l, fwd.features[l].clone())).collect())
+    Ok(layers
+        .iter()
+        .map(|l| (*l, fwd.features[l].clone()))
+        .collect())
 }

@@ -31,7 +31,13 @@ pub struct Objective<'a> {
 }
 
 impl<'a> Objective<'a> {
-    pub fn new(vgg: &'a Vgg19, priors: Vec<Box<dyn FeatureLoss + 'a>>, tv_weight: f64, width: usize, height: usize) -> Self {
+    pub fn new(
+        vgg: &'a Vgg19,
+        priors: Vec<Box<dyn FeatureLoss + 'a>>,
+        tv_weight: f64,
+        width: usize,
+        height: usize,
+    ) -> Self {
         Self {
             vgg,
             priors,
@@ -63,7 +69,10 @@ impl<'a> Objective<'a> {
         for prior in &mut self.priors {
             for term in prior.eval(&fwd.features)? {
                 loss += term.loss;
-                *self.last_terms.entry(format!("{}:{}", term.name, term.layer)).or_default() += term.loss;
+                *self
+                    .last_terms
+                    .entry(format!("{}:{}", term.name, term.layer))
+                    .or_default() += term.loss;
                 let g = match grads.remove(&term.layer) {
                     Some(g) => (g + term.grad)?,
                     None => term.grad,
@@ -73,7 +82,9 @@ impl<'a> Objective<'a> {
         }
         let t2 = Instant::now();
 
-        let mut g_img = self.vgg.preprocess_backward(&self.vgg.backward(&fwd, &grads)?)?;
+        let mut g_img = self
+            .vgg
+            .preprocess_backward(&self.vgg.backward(&fwd, &grads)?)?;
         if self.tv_weight > 0.0 {
             let (tv, tv_grad) = tv_loss_and_grad(&img, self.tv_weight, self.wrap)?;
             loss += tv;

@@ -69,10 +69,33 @@ mod tests {
         let layers: Vec<LayerId> = LayerId::parse_list("relu3_1,relu4_1").unwrap();
         let deepest = layers[1];
         let mut notes = Vec::new();
-        let big = plan((384, 384), (1024, 1024), 3, 0.5, &layers, deepest, 3, 2, &mut notes);
-        assert_eq!(big.iter().map(|l| l.width).collect::<Vec<_>>(), vec![96, 192, 384]);
+        let big = plan(
+            (384, 384),
+            (1024, 1024),
+            3,
+            0.5,
+            &layers,
+            deepest,
+            3,
+            2,
+            &mut notes,
+        );
+        assert_eq!(
+            big.iter().map(|l| l.width).collect::<Vec<_>>(),
+            vec![96, 192, 384]
+        );
         assert!(notes.is_empty());
-        let small = plan((384, 384), (128, 128), 3, 0.5, &layers, deepest, 3, 2, &mut notes);
+        let small = plan(
+            (384, 384),
+            (128, 128),
+            3,
+            0.5,
+            &layers,
+            deepest,
+            3,
+            2,
+            &mut notes,
+        );
         assert_eq!(small.len(), 1, "{small:?}");
         assert_eq!(notes.len(), 2);
     }

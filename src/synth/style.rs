@@ -49,7 +49,9 @@ pub fn mrf_banks(
         .zip(layers)
         .map(|(banks, layer)| {
             if banks.is_empty() {
-                candle_core::bail!("the style image is too small for a {patch}x{patch} patch at {layer}");
+                candle_core::bail!(
+                    "the style image is too small for a {patch}x{patch} patch at {layer}"
+                );
             }
             Tensor::cat(&banks, 0)
         })

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// One convolution layer with both weight layouts prepared.
@@ -65,39 +65,115 @@ impl Conv3x3 {
     /// Pre-activation output, [N, out, H, W] for an input [N, in, H, W].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.device.is_cpu() {
-            x.apply_op1_no_bwd(&CpuConv {
-                taps: self.taps_fwd.clone(),
-                bias: Some(self.bias_cpu.clone()),
-                cin: self.cin,
-                cout: self.cout,
-            })
+            x.apply_op1_no_bwd(&self.cpu_forward_op())
         } else {
             let y = x.conv2d(&self.weight, 1, 1, 1, 1)?;
             y.broadcast_add(&self.bias.reshape((1, self.cout, 1, 1))?)
         }
     }
 
+    /// `relu(forward(x))` in one pass on the CPU.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        if self.device.is_cpu() {
+            x.apply_op1_no_bwd(&CpuConv {
+                relu: true,
+                ..self.cpu_forward_op()
+            })
+        } else {
+            self.forward(x)?.relu()
+        }
+    }
+
+    fn cpu_forward_op(&self) -> CpuConv {
+        CpuConv {
+            taps: self.taps_fwd.clone(),
+            bias: Some(self.bias_cpu.clone()),
+            cin: self.cin,
+            cout: self.cout,
+            relu: false,
+        }
+    }
+
+    fn cpu_backward_op(&self) -> CpuConv {
+        CpuConv {
+            taps: self.taps_bwd.clone(),
+            bias: None,
+            cin: self.cout,
+            cout: self.cin,
+            relu: false,
+        }
+    }
+
     /// Gradient with respect to the input, given the gradient of the pre-activation output.
     pub fn backward_input(&self, grad_out: &Tensor) -> Result<Tensor> {
         if self.device.is_cpu() {
-            grad_out.apply_op1_no_bwd(&CpuConv {
-                taps: self.taps_bwd.clone(),
-                bias: None,
-                cin: self.cout,
-                cout: self.cin,
-            })
+            grad_out.apply_op1_no_bwd(&self.cpu_backward_op())
         } else {
             grad_out.conv2d(&self.weight_grad, 1, 1, 1, 1)
         }
     }
+
+    /// Input gradient through a following ReLU whose output was `relu_out`: the ReLU mask is
+    /// applied while the kernel copies the gradient into its padded buffer, not as a pass of its own.
+    pub fn backward_input_through_relu(
+        &self,
+        grad_out: &Tensor,
+        relu_out: &Tensor,
+    ) -> Result<Tensor> {
+        if self.device.is_cpu() {
+            grad_out.apply_op2_no_bwd(relu_out, &self.cpu_backward_op())
+        } else {
+            let mask = relu_out.gt(0f32)?.to_dtype(DType::F32)?;
+            self.backward_input(&grad_out.mul(&mask)?)
+        }
+    }
 }
 
-/// The CPU kernel as a candle op: input [N, cin, H, W] -> output [N, cout, H, W].
+/// The CPU kernel as a candle op: input [N, cin, H, W] -> output [N, cout, H, W]; as a binary
+/// op the second input is a ReLU output whose mask gates the first.
 struct CpuConv {
     taps: Arc<Vec<f32>>,
     bias: Option<Arc<Vec<f32>>>,
     cin: usize,
     cout: usize,
+    /// Apply ReLU to the output.
+    relu: bool,
+}
+
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let data = match storage {
+        CpuStorage::F32(d) => d,
+        _ => candle_core::bail!("conv3x3: f32 input expected"),
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("conv3x3: contiguous input expected"),
+    }
+}
+
+impl CpuConv {
+    fn run(&self, x: &[f32], mask: Option<&[f32]>, shape: &Shape) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = shape.dims4()?;
+        if c != self.cin {
+            candle_core::bail!("conv3x3: input has {c} channels, expected {}", self.cin);
+        }
+        let per = c * h * w;
+        let mut out = Vec::with_capacity(n * self.cout * h * w);
+        for b in 0..n {
+            out.extend(conv3x3_cpu(
+                &x[b * per..(b + 1) * per],
+                mask.map(|m| &m[b * per..(b + 1) * per]),
+                c,
+                h,
+                w,
+                &self.taps,
+                self.cout,
+                self.bias.as_deref().map(|v| v.as_slice()),
+                self.relu,
+            ));
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, self.cout, h, w))))
+    }
 }
 
 impl CustomOp1 for CpuConv {
@@ -106,24 +182,34 @@ impl CustomOp1 for CpuConv {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = layout.shape().dims4()?;
-        if c != self.cin {
-            candle_core::bail!("conv3x3: input has {c} channels, expected {}", self.cin);
+        self.run(contiguous_f32(storage, layout)?, None, layout.shape())
+    }
+}
+
+impl CustomOp2 for CpuConv {
+    fn name(&self) -> &'static str {
+        "mrfsynth-conv3x3-masked"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!(
+                "conv3x3: mask shape {:?} differs from input {:?}",
+                l2.shape(),
+                l1.shape()
+            );
         }
-        let data = match storage {
-            CpuStorage::F32(d) => d,
-            _ => candle_core::bail!("conv3x3: f32 input expected"),
-        };
-        let data = match layout.contiguous_offsets() {
-            Some((start, end)) => &data[start..end],
-            None => candle_core::bail!("conv3x3: contiguous input expected"),
-        };
-        let mut out = Vec::with_capacity(n * self.cout * h * w);
-        for b in 0..n {
-            let x = &data[b * c * h * w..(b + 1) * c * h * w];
-            out.extend(conv3x3_cpu(x, c, h, w, &self.taps, self.cout, self.bias.as_deref().map(|v| v.as_slice())));
-        }
-        Ok((CpuStorage::F32(out), Shape::from((n, self.cout, h, w))))
+        self.run(
+            contiguous_f32(s1, l1)?,
+            Some(contiguous_f32(s2, l2)?),
+            l1.shape(),
+        )
     }
 }
 
@@ -138,24 +224,38 @@ unsafe impl Sync for SendPtr {}
 /// With the input zero-padded to rows of `w + 2`, the output at wide position `n = y*(w+2) + x`
 /// is `sum_k W_k · P[:, n + off_k]`: nine GEMMs over shifted views of the same buffer. The two
 /// extra columns per row are junk and dropped when compacting.
+#[allow(clippy::too_many_arguments)]
 pub fn conv3x3_cpu(
     x: &[f32],
+    mask: Option<&[f32]>,
     cin: usize,
     h: usize,
     w: usize,
     taps: &[f32],
     cout: usize,
     bias: Option<&[f32]>,
+    relu: bool,
 ) -> Vec<f32> {
     let wp = w + 2;
     let plane_in = (h + 2) * wp;
     let mut padded = vec![0f32; cin * plane_in];
-    padded.par_chunks_mut(plane_in).enumerate().for_each(|(c, dst)| {
-        for y in 0..h {
-            let src = &x[(c * h + y) * w..(c * h + y + 1) * w];
-            dst[(y + 1) * wp + 1..(y + 1) * wp + 1 + w].copy_from_slice(src);
-        }
-    });
+    padded
+        .par_chunks_mut(plane_in)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            for y in 0..h {
+                let row = (c * h + y) * w..(c * h + y + 1) * w;
+                let dst = &mut dst[(y + 1) * wp + 1..(y + 1) * wp + 1 + w];
+                match mask {
+                    None => dst.copy_from_slice(&x[row]),
+                    Some(m) => {
+                        for ((d, &v), &gate) in dst.iter_mut().zip(&x[row.clone()]).zip(&m[row]) {
+                            *d = if gate > 0.0 { v } else { 0.0 };
+                        }
+                    }
+                }
+            }
+        });
 
     let plane_out = h * wp;
     // The last row's two junk columns would read past the padded buffer: stop before them.
@@ -221,7 +321,14 @@ pub fn conv3x3_cpu(
     out.par_chunks_mut(h * w).enumerate().for_each(|(o, dst)| {
         for y in 0..h {
             let src = &wide[o * plane_out + y * wp..o * plane_out + y * wp + w];
-            dst[y * w..(y + 1) * w].copy_from_slice(src);
+            let dst = &mut dst[y * w..(y + 1) * w];
+            if relu {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = v.max(0.0);
+                }
+            } else {
+                dst.copy_from_slice(src);
+            }
         }
     });
     out
@@ -231,7 +338,15 @@ pub fn conv3x3_cpu(
 mod tests {
     use super::*;
 
-    fn naive(x: &[f32], cin: usize, h: usize, w: usize, wt: &[f32], b: &[f32], cout: usize) -> Vec<f32> {
+    fn naive(
+        x: &[f32],
+        cin: usize,
+        h: usize,
+        w: usize,
+        wt: &[f32],
+        b: &[f32],
+        cout: usize,
+    ) -> Vec<f32> {
         let mut y = vec![0f32; cout * h * w];
         for o in 0..cout {
             for yy in 0..h {
@@ -292,9 +407,37 @@ mod tests {
         let gt = Tensor::from_vec(g.clone(), (1, cout, h, w), &Device::Cpu)?;
         let gx: Vec<f32> = conv.backward_input(&gt)?.flatten_all()?.to_vec1()?;
         let lin = naive(&x, cin, h, w, &wt, &vec![0.0; cout], cout);
-        let lhs: f64 = lin.iter().zip(&g).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
-        let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
-        assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
+        let lhs: f64 = lin
+            .iter()
+            .zip(&g)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum();
+        let rhs: f64 = x
+            .iter()
+            .zip(&gx)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
+            "{lhs} vs {rhs}"
+        );
+
+        // Fused variants equal the unfused composition.
+        let fused: Vec<f32> = conv.forward_relu(&xt)?.flatten_all()?.to_vec1()?;
+        let plain: Vec<f32> = conv.forward(&xt)?.relu()?.flatten_all()?.to_vec1()?;
+        assert_eq!(fused, plain);
+        let y = conv.forward(&xt)?.relu()?;
+        let gy = Tensor::from_vec(pseudo(cout * h * w, 5), (1, cout, h, w), &Device::Cpu)?;
+        let masked: Vec<f32> = conv
+            .backward_input_through_relu(&gy, &y)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mask = y.gt(0f32)?.to_dtype(DType::F32)?;
+        let unfused: Vec<f32> = conv
+            .backward_input(&(gy * mask)?)?
+            .flatten_all()?
+            .to_vec1()?;
+        assert_eq!(masked, unfused);
         Ok(())
     }
 }

@@ -17,24 +17,62 @@ pub struct LayerDef {
 }
 
 const fn conv(name: &'static str, k: usize) -> LayerDef {
-    LayerDef { name, kind: LayerKind::Conv(k) }
+    LayerDef {
+        name,
+        kind: LayerKind::Conv(k),
+    }
 }
 const fn relu(name: &'static str) -> LayerDef {
-    LayerDef { name, kind: LayerKind::Relu }
+    LayerDef {
+        name,
+        kind: LayerKind::Relu,
+    }
 }
 const fn pool(name: &'static str) -> LayerDef {
-    LayerDef { name, kind: LayerKind::Pool }
+    LayerDef {
+        name,
+        kind: LayerKind::Pool,
+    }
 }
 
 pub const LAYERS: [LayerDef; 37] = [
-    conv("conv1_1", 0), relu("relu1_1"), conv("conv1_2", 1), relu("relu1_2"), pool("pool1"),
-    conv("conv2_1", 2), relu("relu2_1"), conv("conv2_2", 3), relu("relu2_2"), pool("pool2"),
-    conv("conv3_1", 4), relu("relu3_1"), conv("conv3_2", 5), relu("relu3_2"),
-    conv("conv3_3", 6), relu("relu3_3"), conv("conv3_4", 7), relu("relu3_4"), pool("pool3"),
-    conv("conv4_1", 8), relu("relu4_1"), conv("conv4_2", 9), relu("relu4_2"),
-    conv("conv4_3", 10), relu("relu4_3"), conv("conv4_4", 11), relu("relu4_4"), pool("pool4"),
-    conv("conv5_1", 12), relu("relu5_1"), conv("conv5_2", 13), relu("relu5_2"),
-    conv("conv5_3", 14), relu("relu5_3"), conv("conv5_4", 15), relu("relu5_4"), pool("pool5"),
+    conv("conv1_1", 0),
+    relu("relu1_1"),
+    conv("conv1_2", 1),
+    relu("relu1_2"),
+    pool("pool1"),
+    conv("conv2_1", 2),
+    relu("relu2_1"),
+    conv("conv2_2", 3),
+    relu("relu2_2"),
+    pool("pool2"),
+    conv("conv3_1", 4),
+    relu("relu3_1"),
+    conv("conv3_2", 5),
+    relu("relu3_2"),
+    conv("conv3_3", 6),
+    relu("relu3_3"),
+    conv("conv3_4", 7),
+    relu("relu3_4"),
+    pool("pool3"),
+    conv("conv4_1", 8),
+    relu("relu4_1"),
+    conv("conv4_2", 9),
+    relu("relu4_2"),
+    conv("conv4_3", 10),
+    relu("relu4_3"),
+    conv("conv4_4", 11),
+    relu("relu4_4"),
+    pool("pool4"),
+    conv("conv5_1", 12),
+    relu("relu5_1"),
+    conv("conv5_2", 13),
+    relu("relu5_2"),
+    conv("conv5_3", 14),
+    relu("relu5_3"),
+    conv("conv5_4", 15),
+    relu("relu5_4"),
+    pool("pool5"),
 ];
 
 /// A layer of VGG19, ordered by depth.
@@ -80,7 +118,9 @@ impl std::str::FromStr for LayerId {
             .iter()
             .position(|l| l.name == s)
             .map(LayerId::from_index)
-            .ok_or_else(|| format!("unknown VGG19 layer '{s}' (expected e.g. relu3_1, conv4_2, pool2)"))
+            .ok_or_else(|| {
+                format!("unknown VGG19 layer '{s}' (expected e.g. relu3_1, conv4_2, pool2)")
+            })
     }
 }
 

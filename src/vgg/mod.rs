@@ -87,21 +87,36 @@ impl Vgg19 {
     /// the activations the backward pass needs are kept.
     pub fn forward(&self, input: &Tensor, taps: &[LayerId], keep_tape: bool) -> Result<Forward> {
         let deepest = taps.iter().map(|l| l.index()).max().unwrap_or(0);
+        let tapped = |i: usize| taps.iter().any(|t| t.index() == i);
         let mut features = BTreeMap::new();
         let mut tape = Vec::new();
         let mut x = input.clone();
-        for (i, layer) in LAYERS.iter().enumerate().take(deepest + 1) {
-            x = match layer.kind {
+        let mut i = 0;
+        while i <= deepest {
+            // A convolution whose own output nobody asked for runs fused with its ReLU.
+            let fuse = matches!(LAYERS[i].kind, LayerKind::Conv(_))
+                && i < deepest
+                && LAYERS[i + 1].kind == LayerKind::Relu
+                && !tapped(i);
+            x = match LAYERS[i].kind {
+                LayerKind::Conv(k) if fuse => {
+                    if keep_tape {
+                        tape.push(None);
+                    }
+                    i += 1;
+                    self.convs[k].forward_relu(&x)?
+                }
                 LayerKind::Conv(k) => self.convs[k].forward(&x)?,
                 LayerKind::Relu => x.relu()?,
                 LayerKind::Pool => self.pooling.forward(&x)?,
             };
             if keep_tape {
-                tape.push(matches!(layer.kind, LayerKind::Relu).then(|| x.clone()));
+                tape.push(matches!(LAYERS[i].kind, LayerKind::Relu).then(|| x.clone()));
             }
-            if taps.iter().any(|t| t.index() == i) {
+            if tapped(i) {
                 features.insert(LayerId::from_index(i), x.clone());
             }
+            i += 1;
         }
         Ok(Forward {
             features,
@@ -120,25 +135,42 @@ impl Vgg19 {
             candle_core::bail!("gradient given below the deepest layer of the forward pass");
         }
         let mut g: Option<Tensor> = None;
-        for i in (0..=start).rev() {
-            if let Some(extra) = grads.get(&LayerId::from_index(i)) {
+        let mut i = start as isize;
+        while i >= 0 {
+            let at = i as usize;
+            if let Some(extra) = grads.get(&LayerId::from_index(at)) {
                 g = Some(match g {
                     Some(g) => (g + extra)?,
                     None => extra.clone(),
                 });
             }
-            let Some(cur) = g.take() else { continue };
-            g = Some(match LAYERS[i].kind {
-                LayerKind::Conv(k) => self.convs[k].backward_input(&cur)?,
+            let Some(cur) = g.take() else {
+                i -= 1;
+                continue;
+            };
+            g = Some(match LAYERS[at].kind {
                 LayerKind::Relu => {
-                    let y = fwd.tape[i].as_ref().expect("ReLU outputs are taped");
-                    cur.mul(&y.gt(0f32)?.to_dtype(DType::F32)?)?
+                    let y = fwd.tape[at].as_ref().expect("ReLU outputs are taped");
+                    // Fuse the mask into the convolution below unless a gradient enters between.
+                    match LAYERS.get(at.wrapping_sub(1)).map(|l| l.kind) {
+                        Some(LayerKind::Conv(k))
+                            if !grads.contains_key(&LayerId::from_index(at - 1)) =>
+                        {
+                            i -= 1;
+                            self.convs[k].backward_input_through_relu(&cur, y)?
+                        }
+                        _ => cur.mul(&y.gt(0f32)?.to_dtype(DType::F32)?)?,
+                    }
                 }
+                LayerKind::Conv(k) => self.convs[k].backward_input(&cur)?,
                 LayerKind::Pool => {
-                    let x = fwd.tape[i - 1].as_ref().expect("pools follow a taped ReLU");
+                    let x = fwd.tape[at - 1]
+                        .as_ref()
+                        .expect("pools follow a taped ReLU");
                     self.pooling.backward(x, &cur)?
                 }
             });
+            i -= 1;
         }
         match g {
             Some(g) => Ok(g),

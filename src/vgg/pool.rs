@@ -4,7 +4,8 @@
 //! gradient goes to ONE argmax. Ties are common (pool1 of a photo has tens of thousands of tied
 //! windows), so the first maximum in scan order takes it, as PyTorch does.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pooling {
@@ -41,6 +42,15 @@ impl Pooling {
 
     /// Gradient at the pool's input `x` [N,C,H,W] given the gradient `g` at its output.
     pub fn backward(self, x: &Tensor, g: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() {
+            let (x, g) = (x.contiguous()?, g.contiguous()?);
+            return x.apply_op2_no_bwd(&g, &CpuPoolBackward(self));
+        }
+        self.backward_generic(x, g)
+    }
+
+    /// Any-device version built from tensor ops.
+    fn backward_generic(self, x: &Tensor, g: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let (ho, wo) = (h / 2, w / 2);
         let quads: [Tensor; 4] = match self {
@@ -68,7 +78,12 @@ impl Pooling {
                     taken = (&taken + &mask)?;
                     out.push((g * mask)?);
                 }
-                [out[0].clone(), out[1].clone(), out[2].clone(), out[3].clone()]
+                [
+                    out[0].clone(),
+                    out[1].clone(),
+                    out[2].clone(),
+                    out[3].clone(),
+                ]
             }
         };
         let row0 = Tensor::stack(&[&quads[0], &quads[1]], 4)?.reshape((n, c, ho, 2 * wo))?;
@@ -77,6 +92,70 @@ impl Pooling {
         // Rows and columns that floor pooling dropped get no gradient.
         full.pad_with_zeros(2, 0, h - 2 * ho)?
             .pad_with_zeros(3, 0, w - 2 * wo)
+    }
+}
+
+/// One pass on the CPU: each output gradient goes to its window's first maximum (or a quarter
+/// to each cell for average pooling).
+struct CpuPoolBackward(Pooling);
+
+impl CustomOp2 for CpuPoolBackward {
+    fn name(&self) -> &'static str {
+        "mrfsynth-pool2x2-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (ho, wo) = (h / 2, w / 2);
+        if l2.shape().dims4()? != (n, c, ho, wo) {
+            candle_core::bail!(
+                "pool backward: gradient shape {:?} for input {:?}",
+                l2.shape(),
+                l1.shape()
+            );
+        }
+        fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+            match (s, l.contiguous_offsets()) {
+                (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
+                _ => candle_core::bail!("pool backward: contiguous f32 expected"),
+            }
+        }
+        let (x, g) = (slice(s1, l1)?, slice(s2, l2)?);
+        let mut out = vec![0f32; n * c * h * w];
+        out.par_chunks_mut(h * w).enumerate().for_each(|(p, dst)| {
+            let xp = &x[p * h * w..(p + 1) * h * w];
+            let gp = &g[p * ho * wo..(p + 1) * ho * wo];
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let gv = gp[oy * wo + ox];
+                    let cells = [
+                        (2 * oy) * w + 2 * ox,
+                        (2 * oy) * w + 2 * ox + 1,
+                        (2 * oy + 1) * w + 2 * ox,
+                        (2 * oy + 1) * w + 2 * ox + 1,
+                    ];
+                    match self.0 {
+                        Pooling::Avg => cells.iter().for_each(|&k| dst[k] = 0.25 * gv),
+                        Pooling::Max => {
+                            let mut best = cells[0];
+                            for &k in &cells[1..] {
+                                if xp[k] > xp[best] {
+                                    best = k;
+                                }
+                            }
+                            dst[best] = gv;
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, h, w))))
     }
 }
 
@@ -89,16 +168,27 @@ mod tests {
     fn max_gradient_goes_to_one_argmax_even_on_ties() -> Result<()> {
         // 3x5 input: floor pooling gives 1x2 outputs; the first window is all ties.
         let x = Tensor::new(
-            &[[[[1f32, 1., 0., 5., 9.], [1., 1., 7., 2., 9.], [3., 3., 3., 3., 3.]]]],
+            &[[[
+                [1f32, 1., 0., 5., 9.],
+                [1., 1., 7., 2., 9.],
+                [3., 3., 3., 3., 3.],
+            ]]],
             &Device::Cpu,
         )?;
         let y = Pooling::Max.forward(&x)?;
         assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![1., 7.]);
         let g = Tensor::new(&[[[[10f32, 20.]]]], &Device::Cpu)?;
-        let gx = Pooling::Max.backward(&x, &g)?;
-        assert_eq!(gx.dims(), &[1, 1, 3, 5]);
-        let v = gx.flatten_all()?.to_vec1::<f32>()?;
-        assert_eq!(v, vec![10., 0., 0., 0., 0., 0., 0., 20., 0., 0., 0., 0., 0., 0., 0.]);
+        for gx in [
+            Pooling::Max.backward(&x, &g)?,
+            Pooling::Max.backward_generic(&x, &g)?,
+        ] {
+            assert_eq!(gx.dims(), &[1, 1, 3, 5]);
+            let v = gx.flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(
+                v,
+                vec![10., 0., 0., 0., 0., 0., 0., 20., 0., 0., 0., 0., 0., 0., 0.]
+            );
+        }
         Ok(())
     }
 
@@ -106,8 +196,12 @@ mod tests {
     fn avg_gradient_is_a_quarter_each() -> Result<()> {
         let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu)?;
         let g = Tensor::new(&[[[[8f32]]]], &Device::Cpu)?;
-        let v = Pooling::Avg.backward(&x, &g)?.flatten_all()?.to_vec1::<f32>()?;
-        assert_eq!(v, vec![2.; 4]);
+        for gx in [
+            Pooling::Avg.backward(&x, &g)?,
+            Pooling::Avg.backward_generic(&x, &g)?,
+        ] {
+            assert_eq!(gx.flatten_all()?.to_vec1::<f32>()?, vec![2.; 4]);
+        }
         Ok(())
     }
 }

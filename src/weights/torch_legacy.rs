@@ -78,7 +78,9 @@ fn read_pickle(cursor: &mut Cursor<&[u8]>, what: &str) -> Result<Object, Weights
 }
 
 fn as_usize_list(obj: Object) -> Result<Vec<usize>, WeightsError> {
-    let items = obj.tuple().map_err(|o| bad(format!("expected a tuple, got {o:?}")))?;
+    let items = obj
+        .tuple()
+        .map_err(|o| bad(format!("expected a tuple, got {o:?}")))?;
     items
         .into_iter()
         .map(|o| {
@@ -98,9 +100,13 @@ fn tensor_ref(value: Object) -> Result<TensorRef, WeightsError> {
         .class()
         .map_err(|o| bad(format!("expected a class, got {o:?}")))?;
     if module != "torch._utils" || class != "_rebuild_tensor_v2" {
-        return Err(bad(format!("unsupported tensor constructor {module}.{class}")));
+        return Err(bad(format!(
+            "unsupported tensor constructor {module}.{class}"
+        )));
     }
-    let mut args = args.tuple().map_err(|_| bad("tensor arguments are not a tuple"))?;
+    let mut args = args
+        .tuple()
+        .map_err(|_| bad("tensor arguments are not a tuple"))?;
     if args.len() < 4 {
         return Err(bad("tensor arguments too short"));
     }
@@ -114,7 +120,9 @@ fn tensor_ref(value: Object) -> Result<TensorRef, WeightsError> {
         Object::PersistentLoad(id) => *id,
         other => return Err(bad(format!("expected a storage reference, got {other:?}"))),
     };
-    let mut id = storage.tuple().map_err(|_| bad("storage id is not a tuple"))?;
+    let mut id = storage
+        .tuple()
+        .map_err(|_| bad("storage id is not a tuple"))?;
     if id.len() < 5 {
         return Err(bad("storage id too short"));
     }
@@ -143,7 +151,11 @@ fn tensor_ref(value: Object) -> Result<TensorRef, WeightsError> {
 /// Parses a legacy `torch.save` stream of a flat `{name: tensor}` dict.
 pub fn read_legacy_state_dict(bytes: &[u8]) -> Result<HashMap<String, RawTensor>, WeightsError> {
     // Pickle 1 is the magic number: PROTO 2, LONG1 10 bytes, STOP. Checked byte for byte.
-    if bytes.len() < 15 || bytes[0] != 0x80 || bytes[2] != 0x8a || bytes[3] != 10 || bytes[4..14] != MAGIC
+    if bytes.len() < 15
+        || bytes[0] != 0x80
+        || bytes[2] != 0x8a
+        || bytes[3] != 10
+        || bytes[4..14] != MAGIC
     {
         return Err(bad("not a legacy torch.save file (magic number missing)"));
     }
@@ -164,9 +176,13 @@ pub fn read_legacy_state_dict(bytes: &[u8]) -> Result<HashMap<String, RawTensor>
     };
 
     let mut refs = Vec::new();
-    let entries = object.dict().map_err(|_| bad("the saved object is not a dict"))?;
+    let entries = object
+        .dict()
+        .map_err(|_| bad("the saved object is not a dict"))?;
     for (name, value) in entries {
-        let name = name.unicode().map_err(|_| bad("a dict key is not a string"))?;
+        let name = name
+            .unicode()
+            .map_err(|_| bad("a dict key is not a string"))?;
         refs.push((name, tensor_ref(value)?));
     }
 
@@ -182,7 +198,10 @@ pub fn read_legacy_state_dict(bytes: &[u8]) -> Result<HashMap<String, RawTensor>
             .read_exact(&mut count)
             .map_err(|_| bad(format!("file truncated before storage {key}")))?;
         let numel = u64::from_le_bytes(count) as usize;
-        let dtype = storage_types.get(key.as_str()).copied().unwrap_or(RawDType::U8);
+        let dtype = storage_types
+            .get(key.as_str())
+            .copied()
+            .unwrap_or(RawDType::U8);
         let len = numel
             .checked_mul(dtype.size())
             .ok_or_else(|| bad("storage size overflows"))?;
@@ -210,7 +229,12 @@ fn gather(name: &str, r: &TensorRef, storage: &[u8]) -> Result<RawTensor, Weight
     let mut bytes = Vec::with_capacity(numel * esize);
     let mut index = vec![0usize; r.shape.len()];
     for _ in 0..numel {
-        let elem = r.offset + index.iter().zip(&r.stride).map(|(i, s)| i * s).sum::<usize>();
+        let elem = r.offset
+            + index
+                .iter()
+                .zip(&r.stride)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
         let range = elem * esize..(elem + 1) * esize;
         let src = storage
             .get(range)

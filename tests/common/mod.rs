@@ -9,16 +9,23 @@ use mrfsynth::weights::{self, VggWeights};
 /// The real VGG19 weights, fetched into the user cache on first use (as the CLI does).
 pub fn weights() -> &'static VggWeights {
     static W: OnceLock<VggWeights> = OnceLock::new();
-    W.get_or_init(|| weights::load(None, true).expect("VGG19 weights: fetch them with `mrfsynth weights fetch`"))
+    W.get_or_init(|| {
+        weights::load(None, true).expect("VGG19 weights: fetch them with `mrfsynth weights fetch`")
+    })
 }
 
 /// A real image from ../shared/images, or None (with a note) where that folder is absent.
 pub fn shared_image(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/images").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/images")
+        .join(name);
     if p.is_file() {
         Some(p)
     } else {
-        eprintln!("skipping: {} not found (../shared/images is absent)", p.display());
+        eprintln!(
+            "skipping: {} not found (../shared/images is absent)",
+            p.display()
+        );
         None
     }
 }
