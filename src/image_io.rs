@@ -14,7 +14,7 @@
 //! * [`resize`] and [`scale_to_long_side`] resample with Lanczos3 in `f32`.
 
 use std::fs::File;
-use std::io::{BufReader, Cursor, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -537,41 +537,23 @@ pub fn save_rgb(img: &RgbImageF32, path: &Path) -> Result<(), ImageError> {
         detail: e.to_string(),
     })?;
 
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".mrfsynth-").suffix(".tmp");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Like an ordinary file creation (the umask still applies), instead of 0600.
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder.tempfile_in(&dir).map_err(|e| match e.kind() {
+    crate::atomic::write(path, &encoded).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => ImageError::OutputDirMissing {
             path: owned(),
             dir: dir.clone(),
         },
-        _ => ImageError::OutputDirNotWritable {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            ImageError::OutputDirNotWritable {
+                path: owned(),
+                dir: dir.clone(),
+                source: e,
+            }
+        }
+        _ => ImageError::Write {
             path: owned(),
-            dir: dir.clone(),
             source: e,
         },
     })?;
-    let write_err = |e: std::io::Error| ImageError::Write {
-        path: path.to_path_buf(),
-        source: e,
-    };
-    // On any early return below, dropping `tmp` deletes the temporary file.
-    tmp.write_all(&encoded).map_err(write_err)?;
-    tmp.flush().map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(path).map_err(|e| write_err(e.error))?;
-    #[cfg(unix)]
-    {
-        // Make the rename itself durable; failure here is not worth reporting.
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
-    }
     Ok(())
 }
 

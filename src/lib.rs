@@ -5,11 +5,14 @@
 //! pyramid ([`synth`]) -> output.
 
 pub mod atomic;
+pub mod color;
 pub mod image_io;
 pub mod matcher;
+pub mod metrics;
 pub mod optim;
 pub mod pip_fetch;
 pub mod prior;
+pub mod report;
 pub mod samples;
 pub mod synth;
 pub mod vgg;

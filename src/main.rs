@@ -8,10 +8,26 @@ fn main() {
     let parsed = match cli::args::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            // --help and --version print normally; bad flags are usage errors (exit 2).
-            let code = if e.use_stderr() { cli::exit::USAGE } else { 0 };
-            let _ = e.print();
-            std::process::exit(code);
+            // --help and --version print normally; bad flags are usage errors (exit 2), said in
+            // one line: clap's first paragraph, without its usage block.
+            if !e.use_stderr() {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            let text = e.render().to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty())
+                .collect();
+            let line = first.join(" ");
+            eprintln!(
+                "mrfsynth: {}",
+                line.strip_prefix("error: ")
+                    .map(|l| format!("error: {l}"))
+                    .unwrap_or(line)
+            );
+            std::process::exit(cli::exit::USAGE);
         }
     };
     let interrupted = cli::install_interrupt_handler();

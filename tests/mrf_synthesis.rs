@@ -68,7 +68,15 @@ fn optimisation_lowers_the_energy_and_matches_the_style_better_than_noise() {
         params.seed,
     )
     .unwrap();
-    let result = synth::run(&vgg, &style_img, Task::Texture, &params, &mut Silent).unwrap();
+    let result = synth::run(
+        &vgg,
+        std::slice::from_ref(&style_img),
+        &[1.0],
+        Task::Texture,
+        &params,
+        &mut Silent,
+    )
+    .unwrap();
     let (e0, s0) = mrf_energy(&vgg, &style_img, &noise, &params);
     let (e1, s1) = mrf_energy(&vgg, &style_img, &result.image, &params);
     eprintln!("energy {e0:.4e} -> {e1:.4e}, relu3_1 mean cosine {s0:.3} -> {s1:.3}");

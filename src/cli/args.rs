@@ -27,21 +27,15 @@ pub enum Command {
     Texture(TextureArgs),
     /// Restyle a photo with a painting (MRF prior plus content loss).
     Transfer(TransferArgs),
-    /// Run MRF and Gram side by side and write a report (not built yet).
-    Compare(PassThrough),
-    /// Score an image against a style (not built yet).
-    Metrics(PassThrough),
+    /// Run MRF and Gram side by side (same seed, pyramid, budget) and write a report.
+    Compare(CompareArgs),
+    /// Score an image against a style (and content): SWD, Gram, patch, copy, colour metrics.
+    Metrics(MetricsArgs),
     /// Write VGG19 feature maps of an image to a safetensors file.
     Features(FeaturesArgs),
     /// Fetch, describe or verify the VGG19 weights.
     #[command(subcommand)]
     Weights(WeightsCommand),
-}
-
-#[derive(Args, Debug)]
-pub struct PassThrough {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -79,9 +73,6 @@ pub enum DeviceArg {
 /// Knobs shared by every synthesis command; defaults are CNNMRF's.
 #[derive(Args, Debug)]
 pub struct SynthArgs {
-    /// Output image (format from the extension: png, jpg, webp, tif, bmp). A JSON sidecar is written beside it.
-    #[arg(short, long, value_name = "OUT")]
-    pub output: PathBuf,
     /// Random seed (noise initialisation).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -94,6 +85,18 @@ pub struct SynthArgs {
     /// Optimiser iterations per level.
     #[arg(long, default_value_t = 100)]
     pub iterations: usize,
+    /// Image prior: mrf (CNNMRF, the default), gram (Gatys et al.), or mrf+gram.
+    #[arg(long, value_name = "mrf|gram|mrf+gram")]
+    pub prior: Option<String>,
+    /// Gram (style) weight per layer, as neural-style's --style_weight.
+    #[arg(long, default_value_t = 1e2)]
+    pub style_weight: f64,
+    /// Gram layers.
+    #[arg(long, default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")]
+    pub gram_layers: String,
+    /// Blend weights of several style images (comma-separated, one per --style image).
+    #[arg(long, value_name = "W1,W2,..")]
+    pub style_blend: Option<String>,
     /// MRF layers.
     #[arg(long, default_value = "relu3_1,relu4_1")]
     pub mrf_layers: String,
@@ -126,25 +129,35 @@ pub struct SynthArgs {
     /// Pooling in the network.
     #[arg(long, value_enum, default_value_t = PoolArg::Max)]
     pub pool: PoolArg,
-    /// Save the image every N iterations (beside the output, with the level and iteration in the name).
-    #[arg(long, value_name = "N")]
-    pub save_every: Option<usize>,
     /// Compute device.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
 }
 
+/// Where a single synthesis writes.
+#[derive(Args, Debug)]
+pub struct OutputArgs {
+    /// Output image (format from the extension: png, jpg, webp, tif, bmp). A JSON sidecar is written beside it.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Save the image every N iterations (beside the output, with the level and iteration in the name).
+    #[arg(long, value_name = "N")]
+    pub save_every: Option<usize>,
+}
+
 #[derive(Args, Debug)]
 pub struct TextureArgs {
-    /// Sample image. Default: a built-in sample (fetched once, like the weights).
-    #[arg(long, value_name = "SAMPLE")]
-    pub style: Option<PathBuf>,
+    /// Sample image(s), comma-separated. Default: a built-in sample (fetched once, like the weights).
+    #[arg(long, value_name = "SAMPLE[,SAMPLE..]", value_delimiter = ',')]
+    pub style: Vec<PathBuf>,
     /// Output size WxH (or one number for a square). Default: 384 on the long side, the sample's aspect.
     #[arg(long, value_name = "WxH")]
     pub size: Option<String>,
     /// Start from: noise, or an image file.
     #[arg(long, default_value = "noise", value_name = "noise|FILE")]
     pub init: String,
+    #[command(flatten)]
+    pub out: OutputArgs,
     #[command(flatten)]
     pub synth: SynthArgs,
 }
@@ -154,15 +167,23 @@ pub struct TransferArgs {
     /// The photo to restyle.
     #[arg(long, value_name = "PHOTO")]
     pub content: PathBuf,
-    /// The painting whose style to use.
-    #[arg(long, value_name = "PAINTING")]
-    pub style: PathBuf,
+    /// The painting(s) whose style to use, comma-separated.
+    #[arg(
+        long,
+        value_name = "PAINTING[,PAINTING..]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub style: Vec<PathBuf>,
     /// Long side of the output (the content's aspect is kept).
     #[arg(long, default_value_t = 384)]
     pub long_side: u32,
-    /// Content weight (relu4_2).
-    #[arg(long, default_value_t = 2e1)]
-    pub content_weight: f64,
+    /// Content weight (default 2e1 with the MRF prior as CNNMRF, 5 with Gram alone as neural-style).
+    #[arg(long)]
+    pub content_weight: Option<f64>,
+    /// Keep the content's colours: transfer the luminance only.
+    #[arg(long)]
+    pub original_colors: bool,
     /// Content layer.
     #[arg(long, default_value = "relu4_2")]
     pub content_layer: String,
@@ -170,7 +191,56 @@ pub struct TransferArgs {
     #[arg(long, default_value = "content", value_name = "content|noise|FILE")]
     pub init: String,
     #[command(flatten)]
+    pub out: OutputArgs,
+    #[command(flatten)]
     pub synth: SynthArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Style image(s), comma-separated (metrics use the first).
+    #[arg(long, value_name = "STYLE[,STYLE..]", value_delimiter = ',')]
+    pub style: Vec<PathBuf>,
+    /// Run over every image of this folder (textures), one report row per image.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["style", "content"])]
+    pub style_dir: Option<PathBuf>,
+    /// A content photo: compare style transfers instead of textures.
+    #[arg(long, value_name = "PHOTO")]
+    pub content: Option<PathBuf>,
+    /// Output folder (created if missing; its parent must exist).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Texture size WxH (default: 384 on the long side, the sample's aspect).
+    #[arg(long, value_name = "WxH")]
+    pub size: Option<String>,
+    /// Transfer: long side of the output.
+    #[arg(long, default_value_t = 384)]
+    pub long_side: u32,
+    /// Content weight of the MRF run (the Gram run uses neural-style's 5 unless --gram-content-weight says otherwise).
+    #[arg(long, default_value_t = 2e1)]
+    pub content_weight: f64,
+    #[arg(long, default_value_t = 5.0)]
+    pub gram_content_weight: f64,
+    #[command(flatten)]
+    pub synth: SynthArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    /// The image to score.
+    pub image: PathBuf,
+    /// The style (sample) it should resemble.
+    #[arg(long)]
+    pub style: PathBuf,
+    /// The content photo, for the content distance.
+    #[arg(long)]
+    pub content: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Seed of the sliced Wasserstein directions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Args, Debug)]

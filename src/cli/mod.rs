@@ -1,6 +1,7 @@
 //! The command-line front end: parse, build a job, run it, report. No algorithm lives here.
 
 pub mod args;
+mod compare;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -9,13 +10,15 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use mrfsynth::image_io::{self, LoadLimits, RgbImageF32};
-use mrfsynth::synth::{self, Init, OptimizerKind, Params, SynthResult, Task};
+use mrfsynth::synth::{
+    self, Init, OptimizerKind, Params, PriorKind, SynthResult, Task, GRAM_CONTENT_WEIGHT,
+};
 use mrfsynth::vgg::{LayerId, Pooling, Vgg19};
 use mrfsynth::weights::{self, VggWeights, WeightsError, WeightsSource};
 
 use args::{
-    Cli, Command, DeviceArg, FeaturesArgs, OptimizerArg, PoolArg, SynthArgs, TextureArgs,
-    TransferArgs, WeightsCommand,
+    Cli, Command, DeviceArg, FeaturesArgs, OptimizerArg, OutputArgs, PoolArg, SynthArgs,
+    TextureArgs, TransferArgs, WeightsCommand,
 };
 use progress::Progress;
 
@@ -72,12 +75,8 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> Result<(), CliError> {
     match cli.command {
         Command::Texture(a) => texture(a, cli.weights.as_deref(), cli.quiet, interrupted),
         Command::Transfer(a) => transfer(a, cli.weights.as_deref(), cli.quiet, interrupted),
-        Command::Compare(_) => Err(CliError::usage(
-            "`compare` is not built yet (Gram mode and comparison reports are planned)",
-        )),
-        Command::Metrics(_) => Err(CliError::usage(
-            "`metrics` is not built yet (SWD, Gram and patch metrics are planned)",
-        )),
+        Command::Compare(a) => compare::compare(a, cli.weights.as_deref(), cli.quiet, interrupted),
+        Command::Metrics(a) => compare::metrics(a, cli.weights.as_deref()),
         Command::Features(a) => features(a, cli.weights.as_deref()),
         Command::Weights(c) => weights_cmd(c, cli.weights.as_deref()),
     }
@@ -155,7 +154,16 @@ fn load_network(
 }
 
 fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliError> {
+    let prior: PriorKind = a
+        .prior
+        .as_deref()
+        .unwrap_or("mrf")
+        .parse()
+        .map_err(|e: String| CliError::usage(format!("--prior: {e}")))?;
     let p = Params {
+        prior,
+        gram_layers: layers(&a.gram_layers, "--gram-layers")?,
+        gram_weight: a.style_weight,
         width,
         height,
         levels: a.levels,
@@ -177,9 +185,6 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
         seed: a.seed,
         ..Params::default()
     };
-    if a.save_every == Some(0) {
-        return Err(CliError::usage("--save-every must be at least 1"));
-    }
     Ok(p)
 }
 
@@ -229,38 +234,48 @@ fn texture(
     quiet: bool,
     interrupted: Arc<AtomicBool>,
 ) -> Result<(), CliError> {
-    check_output(&a.synth.output, &IMAGE_EXTS)?;
+    check_output(&a.out.output, &IMAGE_EXTS)?;
+    if a.out.save_every == Some(0) {
+        return Err(CliError::usage("--save-every must be at least 1"));
+    }
     let mut progress = Progress::new(
         quiet,
         interrupted.clone(),
-        a.synth.save_every,
-        a.synth.output.clone(),
+        a.out.save_every,
+        a.out.output.clone(),
     );
-    let style_path = match &a.style {
-        Some(p) => p.clone(),
-        None => {
+    let style_paths = match a.style.as_slice() {
+        [] => {
             let p =
                 mrfsynth::samples::default_sample().map_err(|e| CliError::new(exit::FAILURE, e))?;
             progress.say(&format!("using the built-in sample {}", p.display()));
-            p
+            vec![p]
         }
+        list => list.to_vec(),
     };
-    let style = load_image(&style_path, "--style")?;
-    warn_alpha(&progress, &style, &style_path);
+    let styles = load_styles(&style_paths, &progress)?;
+    let blend = blend_weights(a.synth.style_blend.as_deref(), styles.len())?;
     let (w, h) = match &a.size {
         Some(s) => parse_size(s)?,
-        None => image_io::dims_for_long_side(style.width, style.height, 384),
+        None => image_io::dims_for_long_side(styles[0].width, styles[0].height, 384),
     };
     let mut params = params_from(&a.synth, w, h)?;
     params.init = parse_init(&a.init, false)?;
     params.validate().map_err(|e| CliError::usage(chain(&e)))?;
     let dev = device(a.synth.device)?;
     let (weights, vgg) = load_network(weights_path, pooling(a.synth.pool), &dev, Some(&progress))?;
-    let result = synth::run(&vgg, &style, Task::Texture, &params, &mut progress)
+    let result = synth::run(&vgg, &styles, &blend, Task::Texture, &params, &mut progress)
         .map_err(|e| classify(&e))?;
-    let inputs = serde_json::json!({ "style": style_path });
+    let inputs = serde_json::json!({ "style": style_paths, "style_blend": blend });
     finish(
-        "texture", &a.synth, &params, &weights, inputs, result, &progress,
+        "texture",
+        &a.out,
+        a.synth.pool,
+        &params,
+        &weights,
+        inputs,
+        result,
+        &progress,
     )
 }
 
@@ -270,17 +285,21 @@ fn transfer(
     quiet: bool,
     interrupted: Arc<AtomicBool>,
 ) -> Result<(), CliError> {
-    check_output(&a.synth.output, &IMAGE_EXTS)?;
+    check_output(&a.out.output, &IMAGE_EXTS)?;
+    if a.out.save_every == Some(0) {
+        return Err(CliError::usage("--save-every must be at least 1"));
+    }
     let mut progress = Progress::new(
         quiet,
         interrupted.clone(),
-        a.synth.save_every,
-        a.synth.output.clone(),
+        a.out.save_every,
+        a.out.output.clone(),
     );
     let content = load_image(&a.content, "--content")?;
-    let style = load_image(&a.style, "--style")?;
     warn_alpha(&progress, &content, &a.content);
-    warn_alpha(&progress, &style, &a.style);
+    let style_paths = a.style.clone();
+    let styles = load_styles(&style_paths, &progress)?;
+    let blend = blend_weights(a.synth.style_blend.as_deref(), styles.len())?;
     if a.long_side == 0 || a.long_side > 8192 {
         return Err(CliError::usage(format!(
             "--long-side must be between 1 and 8192, got {}",
@@ -289,7 +308,11 @@ fn transfer(
     }
     let (w, h) = image_io::dims_for_long_side(content.width, content.height, a.long_side);
     let mut params = params_from(&a.synth, w, h)?;
-    params.content_weight = a.content_weight;
+    params.content_weight = a.content_weight.unwrap_or(match params.prior {
+        PriorKind::Gram => GRAM_CONTENT_WEIGHT,
+        _ => Params::default().content_weight,
+    });
+    params.original_colors = a.original_colors;
     params.content_layer = a
         .content_layer
         .parse()
@@ -300,15 +323,24 @@ fn transfer(
     let (weights, vgg) = load_network(weights_path, pooling(a.synth.pool), &dev, Some(&progress))?;
     let result = synth::run(
         &vgg,
-        &style,
+        &styles,
+        &blend,
         Task::Transfer { content: &content },
         &params,
         &mut progress,
     )
     .map_err(|e| classify(&e))?;
-    let inputs = serde_json::json!({ "content": a.content, "style": a.style });
+    let inputs =
+        serde_json::json!({ "content": a.content, "style": style_paths, "style_blend": blend });
     finish(
-        "transfer", &a.synth, &params, &weights, inputs, result, &progress,
+        "transfer",
+        &a.out,
+        a.synth.pool,
+        &params,
+        &weights,
+        inputs,
+        result,
+        &progress,
     )
 }
 
@@ -320,6 +352,45 @@ fn classify(e: &anyhow::Error) -> CliError {
     } else {
         failure(msg)
     }
+}
+
+fn load_styles(paths: &[PathBuf], progress: &Progress) -> Result<Vec<RgbImageF32>, CliError> {
+    paths
+        .iter()
+        .map(|p| {
+            let img = load_image(p, "--style")?;
+            warn_alpha(progress, &img, p);
+            Ok(img)
+        })
+        .collect()
+}
+
+/// One weight per style image (default: equal), each finite and >= 0, not all zero.
+fn blend_weights(arg: Option<&str>, count: usize) -> Result<Vec<f64>, CliError> {
+    let Some(arg) = arg else {
+        return Ok(vec![1.0; count]);
+    };
+    let w = arg
+        .split(',')
+        .map(|v| v.trim().parse::<f64>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            CliError::usage(format!(
+                "--style-blend {arg}: expected numbers like 0.7,0.3"
+            ))
+        })?;
+    if w.len() != count {
+        return Err(CliError::usage(format!(
+            "--style-blend has {} weights for {count} style images",
+            w.len()
+        )));
+    }
+    if w.iter().any(|v| !v.is_finite() || *v < 0.0) || w.iter().sum::<f64>() <= 0.0 {
+        return Err(CliError::usage(format!(
+            "--style-blend {arg}: weights must be >= 0 and not all zero"
+        )));
+    }
+    Ok(w)
 }
 
 fn warn_alpha(progress: &Progress, img: &RgbImageF32, path: &Path) {
@@ -336,45 +407,60 @@ pub fn sidecar_path(output: &Path) -> PathBuf {
     output.with_extension("json")
 }
 
+/// Everything needed to reproduce and compare a run.
+pub(crate) fn sidecar_json(
+    command: &str,
+    output: &Path,
+    pool: PoolArg,
+    params: &Params,
+    weights: &VggWeights,
+    inputs: serde_json::Value,
+    result: &SynthResult,
+) -> serde_json::Value {
+    serde_json::json!({
+        "tool": "mrfsynth",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": command,
+        "output": output,
+        "inputs": inputs,
+        "params": params,
+        "pooling": match pool { PoolArg::Max => "max", PoolArg::Avg => "avg" },
+        "weights": { "path": weights.path, "sha256": weights.sha256, "preprocess": weights.preprocess.name() },
+        "interrupted": result.interrupted,
+        "seconds": result.seconds,
+        "notes": result.notes,
+        "levels": result.levels,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn finish(
     command: &str,
-    a: &SynthArgs,
+    out: &OutputArgs,
+    pool: PoolArg,
     params: &Params,
     weights: &VggWeights,
     inputs: serde_json::Value,
     result: SynthResult,
     progress: &Progress,
 ) -> Result<(), CliError> {
-    image_io::save_rgb(&result.image, &a.output)
+    image_io::save_rgb(&result.image, &out.output)
         .map_err(|e| failure(format!("writing the output: {e}")))?;
-    let sidecar = serde_json::json!({
-        "tool": "mrfsynth",
-        "version": env!("CARGO_PKG_VERSION"),
-        "command": command,
-        "output": a.output,
-        "inputs": inputs,
-        "params": params,
-        "pooling": match a.pool { PoolArg::Max => "max", PoolArg::Avg => "avg" },
-        "weights": { "path": weights.path, "sha256": weights.sha256, "preprocess": weights.preprocess.name() },
-        "interrupted": result.interrupted,
-        "seconds": result.seconds,
-        "notes": result.notes,
-        "levels": result.levels,
-    });
+    let sidecar = sidecar_json(command, &out.output, pool, params, weights, inputs, &result);
     let text = serde_json::to_string_pretty(&sidecar).map_err(failure)?;
-    let path = sidecar_path(&a.output);
+    let path = sidecar_path(&out.output);
     mrfsynth::atomic::write(&path, text.as_bytes())
         .map_err(|e| failure(format!("writing {}: {e}", path.display())))?;
     if result.interrupted {
         progress.say(&format!(
             "interrupted: wrote the best image so far to {}",
-            a.output.display()
+            out.output.display()
         ));
         return Err(CliError::new(exit::INTERRUPTED, "interrupted"));
     }
     progress.say(&format!(
         "wrote {} ({}x{}) and {} in {:.1}s",
-        a.output.display(),
+        out.output.display(),
         result.image.width,
         result.image.height,
         path.display(),
@@ -468,6 +554,7 @@ pub fn install_interrupt_handler() -> Arc<AtomicBool> {
     let f = flag.clone();
     let _ = ctrlc::set_handler(move || {
         if f.swap(true, Ordering::SeqCst) {
+            mrfsynth::atomic::remove_unfinished();
             eprintln!("mrfsynth: interrupted again, exiting now");
             std::process::exit(exit::INTERRUPTED);
         }

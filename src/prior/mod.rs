@@ -5,6 +5,7 @@
 //! pass, so the optimiser and the pyramid never know which priors they drive.
 
 pub mod content;
+pub mod gram;
 pub mod mrf;
 pub mod patches;
 pub mod tv;

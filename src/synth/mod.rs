@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::image_io::{resize, RgbImageF32};
 use crate::matcher::ExactMatcher;
 use crate::optim::{Adam, Control, Lbfgs, Optimizer, StepInfo};
+use crate::prior::gram::GramPrior;
 use crate::prior::mrf::{MrfLayer, MrfPrior, MrfStats};
 use crate::prior::{ContentLoss, FeatureLoss};
 use crate::vgg::{LayerId, Vgg19};
@@ -23,6 +24,50 @@ use crate::vgg::{LayerId, Vgg19};
 pub use init::Init;
 pub use objective::{Objective, Timing};
 pub use pyramid::Level;
+
+/// Which image prior drives the synthesis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PriorKind {
+    #[serde(rename = "mrf")]
+    Mrf,
+    #[serde(rename = "gram")]
+    Gram,
+    #[serde(rename = "mrf+gram")]
+    MrfGram,
+}
+
+impl PriorKind {
+    pub fn uses_mrf(self) -> bool {
+        matches!(self, PriorKind::Mrf | PriorKind::MrfGram)
+    }
+    pub fn uses_gram(self) -> bool {
+        matches!(self, PriorKind::Gram | PriorKind::MrfGram)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            PriorKind::Mrf => "mrf",
+            PriorKind::Gram => "gram",
+            PriorKind::MrfGram => "mrf+gram",
+        }
+    }
+}
+
+impl std::str::FromStr for PriorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mrf" => Ok(PriorKind::Mrf),
+            "gram" => Ok(PriorKind::Gram),
+            "mrf+gram" | "gram+mrf" => Ok(PriorKind::MrfGram),
+            _ => Err(format!(
+                "unknown prior '{s}' (expected mrf, gram or mrf+gram)"
+            )),
+        }
+    }
+}
+
+/// neural-style's content weight, used when the Gram prior runs alone.
+pub const GRAM_CONTENT_WEIGHT: f64 = 5.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,8 +85,15 @@ pub struct Params {
     pub levels: usize,
     pub level_ratio: f32,
     pub iterations: usize,
+    pub prior: PriorKind,
     #[serde(serialize_with = "layer_names")]
     pub mrf_layers: Vec<LayerId>,
+    #[serde(serialize_with = "layer_names")]
+    pub gram_layers: Vec<LayerId>,
+    /// Gram weight per layer (neural-style's style weight).
+    pub gram_weight: f64,
+    /// Transfer: keep the content's colours (luminance-only transfer).
+    pub original_colors: bool,
     pub patch_size: usize,
     pub stride: usize,
     pub mrf_weight: f64,
@@ -76,6 +128,11 @@ impl Default for Params {
             levels: 3,
             level_ratio: 0.5,
             iterations: 100,
+            prior: PriorKind::Mrf,
+            gram_layers: LayerId::parse_list("relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
+                .expect("valid names"),
+            gram_weight: 1e2,
+            original_colors: false,
             mrf_layers: LayerId::parse_list("relu3_1,relu4_1").expect("valid names"),
             patch_size: 3,
             stride: 2,
@@ -111,8 +168,11 @@ impl Params {
         if !(self.level_ratio > 0.0 && self.level_ratio < 1.0) {
             bail!("--level-ratio must be in (0, 1), got {}", self.level_ratio);
         }
-        if self.iterations == 0 {
-            bail!("--iterations must be at least 1");
+        if self.iterations == 0 || self.iterations > 100_000 {
+            bail!(
+                "--iterations must be between 1 and 100000, got {}",
+                self.iterations
+            );
         }
         if self.patch_size == 0 || self.patch_size > 9 {
             bail!(
@@ -141,13 +201,40 @@ impl Params {
         if self.rotations > 12 || self.scales > 10 {
             bail!("--rotations must be <= 12 and --scales <= 10");
         }
-        if self.history == 0 {
-            bail!("--history must be at least 1");
+        if self.history == 0 || self.history > 1000 {
+            bail!("--history must be between 1 and 1000, got {}", self.history);
         }
-        if self.mrf_layers.is_empty() {
+        if self.prior.uses_mrf() && self.mrf_layers.is_empty() {
             bail!("at least one MRF layer is needed");
         }
+        if self.prior.uses_gram() && self.gram_layers.is_empty() {
+            bail!("at least one Gram layer is needed");
+        }
+        if !self.gram_weight.is_finite() || self.gram_weight < 0.0 {
+            bail!(
+                "--gram-weight must be a finite number >= 0, got {}",
+                self.gram_weight
+            );
+        }
         Ok(())
+    }
+
+    /// The deepest layer any style prior reads.
+    pub fn deepest_style_layer(&self) -> LayerId {
+        let mrf = self
+            .prior
+            .uses_mrf()
+            .then(|| self.mrf_layers.iter().max())
+            .flatten();
+        let gram = self
+            .prior
+            .uses_gram()
+            .then(|| self.gram_layers.iter().max())
+            .flatten();
+        *mrf.into_iter()
+            .chain(gram)
+            .max()
+            .expect("validated: some style layer")
     }
 }
 
@@ -208,37 +295,199 @@ pub enum Task<'a> {
     Transfer { content: &'a RgbImageF32 },
 }
 
-/// Runs the pyramid. `style` is at its native size; `params.width/height` is the output size.
+/// Style images at the scale the run uses: a texture's sample keeps its own scale (times
+/// --style-scale); a transfer's style is sized to the output's long side.
+fn scaled_styles(styles: &[RgbImageF32], task: &Task<'_>, params: &Params) -> Vec<RgbImageF32> {
+    styles
+        .iter()
+        .map(|s| match task {
+            Task::Texture => augment::scaled(s, params.style_scale),
+            Task::Transfer { .. } => {
+                let long =
+                    (params.width.max(params.height) as f32 * params.style_scale).round() as u32;
+                crate::image_io::scale_to_long_side(s, long.max(1))
+            }
+        })
+        .collect()
+}
+
+/// Refuses sizes that cannot work, with the size that would; notes sizes that work badly.
+fn check_sizes(
+    styles: &[RgbImageF32],
+    params: &Params,
+    deepest: LayerId,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let min_out = min_side(
+        deepest,
+        if params.prior.uses_mrf() {
+            params.patch_size
+        } else {
+            1
+        },
+    );
+    if params.width.min(params.height) < min_out {
+        bail!(
+            "the output {}x{} is too small: {} needs at least {} px on each side",
+            params.width,
+            params.height,
+            deepest,
+            min_out
+        );
+    }
+    if !params.prior.uses_mrf() {
+        return Ok(());
+    }
+    let mrf_deepest = *params.mrf_layers.iter().max().expect("validated non-empty");
+    for s in styles {
+        let patches = params
+            .mrf_layers
+            .iter()
+            .map(|&l| style::patch_count(s.width, s.height, l, params.patch_size, params.stride))
+            .min()
+            .unwrap_or(0);
+        let need = min_side(mrf_deepest, params.patch_size);
+        if patches == 0 {
+            bail!(
+                "the style image ({}x{} px after scaling) is too small: {} needs at least {need} px on each side",
+                s.width,
+                s.height,
+                mrf_deepest
+            );
+        }
+        if patches < pyramid::MIN_STYLE_PATCHES {
+            notes.push(format!(
+                "the style image gives only {patches} patches at {mrf_deepest}; expect a repetitive layout (a sample of at least {} px per side works better)",
+                need * 3
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The priors of one level, built at that level's scale.
+fn level_priors<'a>(
+    vgg: &Vgg19,
+    styles: &[RgbImageF32],
+    blend: &[f64],
+    task: &Task<'_>,
+    level: &Level,
+    params: &Params,
+) -> anyhow::Result<(Vec<Box<dyn FeatureLoss + 'a>>, Vec<usize>)> {
+    let level_styles: Vec<RgbImageF32> = styles
+        .iter()
+        .map(|s| augment::scaled(s, level.style_factor))
+        .collect();
+    let mut priors: Vec<Box<dyn FeatureLoss>> = Vec::new();
+    let mut style_patches = Vec::new();
+    if params.prior.uses_mrf() {
+        let variants: Vec<RgbImageF32> = level_styles
+            .iter()
+            .flat_map(|s| augment::variants(s, params.rotations, params.scales))
+            .collect();
+        let banks = style::mrf_banks(
+            vgg,
+            &variants,
+            &params.mrf_layers,
+            params.patch_size,
+            params.stride,
+        )?;
+        let mut layers = Vec::new();
+        for (layer, bank) in params.mrf_layers.iter().zip(banks) {
+            style_patches.push(bank.dim(0)?);
+            let matcher = ExactMatcher::new(&bank, params.match_budget)?;
+            layers.push(MrfLayer::new(
+                *layer,
+                bank,
+                Box::new(matcher),
+                params.mrf_weight,
+                params.patch_size,
+                params.stride,
+            ));
+        }
+        priors.push(Box::new(MrfPrior { layers }));
+    }
+    if params.prior.uses_gram() {
+        let feats = level_styles
+            .iter()
+            .map(|s| {
+                let input = vgg.preprocess(&s.to_tensor(vgg.device())?)?;
+                Ok(vgg.forward(&input, &params.gram_layers, false)?.features)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        priors.push(Box::new(GramPrior::from_styles(
+            &params.gram_layers,
+            &feats,
+            blend,
+            params.gram_weight,
+        )?));
+    }
+    if let Task::Transfer { content } = task {
+        if params.content_weight > 0.0 {
+            let c = resize(content, level.width, level.height);
+            let input = vgg.preprocess(&c.to_tensor(vgg.device())?)?;
+            let target = vgg
+                .forward(&input, &[params.content_layer], false)?
+                .features[&params.content_layer]
+                .clone();
+            priors.push(Box::new(ContentLoss::new(
+                params.content_layer,
+                target,
+                params.content_weight,
+            )));
+        }
+    }
+    Ok((priors, style_patches))
+}
+
+/// Runs the pyramid. `styles` are at their native sizes, `blend` weighs them (Gram targets);
+/// `params.width/height` is the output size.
 pub fn run(
     vgg: &Vgg19,
-    style: &RgbImageF32,
+    styles: &[RgbImageF32],
+    blend: &[f64],
     task: Task<'_>,
     params: &Params,
     observer: &mut dyn Observer,
 ) -> anyhow::Result<SynthResult> {
     params.validate()?;
+    if styles.is_empty()
+        || blend.len() != styles.len()
+        || blend.iter().any(|b| !b.is_finite() || *b < 0.0)
+        || blend.iter().sum::<f64>() <= 0.0
+    {
+        bail!("one blend weight >= 0 per style image is needed, not all zero");
+    }
     let started = Instant::now();
     let mut notes = Vec::new();
-    // Texture: the sample keeps its own scale. Transfer: the style matches the output's size.
-    let style = match task {
-        Task::Texture => augment::scaled(style, params.style_scale),
-        Task::Transfer { .. } => {
-            let long = (params.width.max(params.height) as f32 * params.style_scale).round() as u32;
-            crate::image_io::scale_to_long_side(style, long.max(1))
-        }
-    };
-    let mut deepest = *params.mrf_layers.iter().max().expect("validated non-empty");
-    if matches!(task, Task::Transfer { .. }) {
+    let styles = scaled_styles(styles, &task, params);
+    let mut deepest = params.deepest_style_layer();
+    if matches!(task, Task::Transfer { .. }) && params.content_weight > 0.0 {
         deepest = deepest.max(params.content_layer);
     }
+    check_sizes(&styles, params, deepest, &mut notes)?;
+    let smallest = styles
+        .iter()
+        .map(|s| (s.width, s.height))
+        .min_by_key(|(w, h)| w * h)
+        .expect("non-empty");
+    let mrf_layers: &[LayerId] = if params.prior.uses_mrf() {
+        &params.mrf_layers
+    } else {
+        &[]
+    };
     let levels = pyramid::plan(
         (params.width, params.height),
-        (style.width, style.height),
+        smallest,
         params.levels,
         params.level_ratio,
-        &params.mrf_layers,
+        mrf_layers,
         deepest,
-        params.patch_size,
+        if params.prior.uses_mrf() {
+            params.patch_size
+        } else {
+            1
+        },
         params.stride,
         &mut notes,
     );
@@ -246,51 +495,10 @@ pub fn run(
         observer.note(n);
     }
     let first = levels[0];
-    let finest_patches = params
-        .mrf_layers
-        .iter()
-        .map(|&l| {
-            style::patch_count(
-                style.width,
-                style.height,
-                l,
-                params.patch_size,
-                params.stride,
-            )
-        })
-        .min()
-        .unwrap_or(0);
-    if finest_patches == 0 {
-        bail!(
-            "the style image ({}x{} px after --style-scale) is too small: {} needs at least {} px on each side",
-            style.width,
-            style.height,
-            deepest,
-            min_side(deepest, params.patch_size)
-        );
-    }
-    if finest_patches < pyramid::MIN_STYLE_PATCHES {
-        let msg = format!(
-            "the style image gives only {finest_patches} patches at its deepest MRF layer; expect a repetitive layout (a sample of at least {} px per side works better)",
-            min_side(deepest, params.patch_size) * 2
-        );
-        observer.note(&msg);
-        notes.push(msg);
-    }
-    if patch_side(params.width.min(params.height), deepest) < params.patch_size {
-        bail!(
-            "the output {}x{} is too small: {} needs at least {} px on each side",
-            params.width,
-            params.height,
-            deepest,
-            min_side(deepest, params.patch_size)
-        );
-    }
-
     let mut image = init::initial_image(
         &params.init,
         &task,
-        &style,
+        &styles[0],
         first.width,
         first.height,
         params.seed,
@@ -302,47 +510,7 @@ pub fn run(
         if (image.width, image.height) != (level.width, level.height) {
             image = resize(&image, level.width, level.height);
         }
-        let level_style = augment::scaled(&style, level.style_factor);
-        let variants = augment::variants(&level_style, params.rotations, params.scales);
-        let banks = style::mrf_banks(
-            vgg,
-            &variants,
-            &params.mrf_layers,
-            params.patch_size,
-            params.stride,
-        )?;
-        let style_patches: Vec<usize> = banks
-            .iter()
-            .map(|b| b.dim(0))
-            .collect::<candle_core::Result<_>>()?;
-        let mut mrf_layers = Vec::new();
-        for (layer, bank) in params.mrf_layers.iter().zip(banks) {
-            let matcher = ExactMatcher::new(&bank, params.match_budget)?;
-            mrf_layers.push(MrfLayer::new(
-                *layer,
-                bank,
-                Box::new(matcher),
-                params.mrf_weight,
-                params.patch_size,
-                params.stride,
-            ));
-        }
-        let mut priors: Vec<Box<dyn FeatureLoss>> = vec![Box::new(MrfPrior { layers: mrf_layers })];
-        if let Task::Transfer { content } = task {
-            if params.content_weight > 0.0 {
-                let c = resize(content, level.width, level.height);
-                let input = vgg.preprocess(&c.to_tensor(vgg.device())?)?;
-                let target = vgg
-                    .forward(&input, &[params.content_layer], false)?
-                    .features[&params.content_layer]
-                    .clone();
-                priors.push(Box::new(ContentLoss::new(
-                    params.content_layer,
-                    target,
-                    params.content_weight,
-                )));
-            }
-        }
+        let (priors, style_patches) = level_priors(vgg, &styles, blend, &task, level, params)?;
         let setup_seconds = level_start.elapsed().as_secs_f64();
         observer.level_start(li, levels.len(), level, params.iterations);
 
@@ -380,17 +548,16 @@ pub fn run(
                 &mut objective,
                 &mut on_step,
             )
-            .with_context(|| format!("optimising level {}x{}", w, h))?;
+            .with_context(|| format!("optimising level {w}x{h}"))?;
         image = RgbImageF32::new(w, h, result.x);
         // Keep the pixels displayable: the next level and the output start from here.
         image.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 255.0));
 
-        let mrf_stats = mrf_stats(&objective);
         let report = LevelReport {
             width: w,
             height: h,
-            style_width: level_style.width,
-            style_height: level_style.height,
+            style_width: (smallest.0 as f32 * level.style_factor).round() as u32,
+            style_height: (smallest.1 as f32 * level.style_factor).round() as u32,
             style_patches,
             iterations: result.iterations,
             evaluations: result.evaluations,
@@ -400,7 +567,7 @@ pub fn run(
             losses: result.losses.clone(),
             final_loss: result.loss,
             final_terms: objective.last_terms.clone(),
-            mrf: mrf_stats,
+            mrf: mrf_stats(&objective),
         };
         observer.level_end(li, &report);
         reports.push(report);
@@ -413,6 +580,9 @@ pub fn run(
         // Interrupted at a coarse level: still deliver the requested size.
         image = resize(&image, params.width, params.height);
     }
+    if let (true, Task::Transfer { content }) = (params.original_colors, &task) {
+        image = crate::color::keep_luminance(&image, &resize(content, image.width, image.height));
+    }
     Ok(SynthResult {
         image,
         levels: reports,
@@ -423,17 +593,11 @@ pub fn run(
 }
 
 fn mrf_stats(objective: &Objective<'_>) -> Vec<MrfStats> {
-    // The MRF prior is the first; its layers carry the last matching statistics.
     objective
         .priors
-        .first()
-        .and_then(|p| p.mrf_stats())
+        .iter()
+        .find_map(|p| p.mrf_stats())
         .unwrap_or_default()
-}
-
-/// Side of a layer's feature map for an image side of `px`.
-fn patch_side(px: u32, layer: LayerId) -> usize {
-    (px >> layer.downsampling()) as usize
 }
 
 /// Smallest image side giving one patch of `patch` at `layer`.
