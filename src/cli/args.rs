@@ -129,6 +129,9 @@ pub struct SynthArgs {
     /// Pooling in the network.
     #[arg(long, value_enum, default_value_t = PoolArg::Max)]
     pub pool: PoolArg,
+    /// Refuse runs whose estimated peak memory exceeds this (e.g. 8G, 512M). Default: the memory available.
+    #[arg(long, value_name = "BYTES")]
+    pub max_memory: Option<String>,
     /// Compute device.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,

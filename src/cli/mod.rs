@@ -183,6 +183,12 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
         },
         history: a.history,
         seed: a.seed,
+        max_memory: match &a.max_memory {
+            None => None,
+            Some(m) => Some(mrfsynth::synth::memory::parse_bytes(m).ok_or_else(|| {
+                CliError::usage(format!("--max-memory {m}: expected a size like 8G or 512M"))
+            })?),
+        },
         ..Params::default()
     };
     Ok(p)
@@ -347,7 +353,7 @@ fn transfer(
 /// Errors from a run: sizes that cannot work are the input's fault, anything else a failure.
 fn classify(e: &anyhow::Error) -> CliError {
     let msg = chain(e);
-    if msg.contains("too small") {
+    if msg.contains("too small") || msg.contains("not enough memory") {
         CliError::input(msg)
     } else {
         failure(msg)
@@ -428,6 +434,7 @@ pub(crate) fn sidecar_json(
         "weights": { "path": weights.path, "sha256": weights.sha256, "preprocess": weights.preprocess.name() },
         "interrupted": result.interrupted,
         "seconds": result.seconds,
+        "estimated_peak_bytes": result.estimated_peak_bytes,
         "notes": result.notes,
         "levels": result.levels,
     })

@@ -59,6 +59,11 @@ pub struct Lbfgs {
     /// Step scale: the initial trial step of the line search, or the fixed
     /// step with [`LineSearch::None`] (default 1).
     pub lr: f32,
+    /// Largest change of any component on a first step (no curvature known yet); `None` uses
+    /// Torch's `min(1, 1/|g|_1)`. In pixel units this keeps the first step visible on large
+    /// images, where `1/|g|_1` is so small that noise in the objective (re-matched patches)
+    /// drowns its decrease.
+    pub first_step: Option<f32>,
 }
 
 impl Default for Lbfgs {
@@ -86,6 +91,7 @@ impl Lbfgs {
             tolerance_change: 1e-9,
             line_search: LineSearch::StrongWolfe,
             lr: 1.0,
+            first_step: None,
         }
     }
 }
@@ -423,7 +429,10 @@ impl Optimizer for Lbfgs {
             }
             let lr = self.lr as f64;
             let t0 = if fresh {
-                (1.0 / norm1(&g)).min(1.0) * lr
+                match self.first_step {
+                    Some(c) => (c as f64 / norm_inf(&g) as f64).min(1.0) * lr,
+                    None => (1.0 / norm1(&g)).min(1.0) * lr,
+                }
             } else {
                 lr
             };

@@ -243,7 +243,10 @@ mod tests {
         let a: Vec<f32> = fold(&g, c, h, w, k, s)?.flatten_all()?.to_vec1()?;
         let b: Vec<f32> = fold_generic(&g, c, h, w, k, s)?.flatten_all()?.to_vec1()?;
         // Same sums in another order: equal up to rounding.
-        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5), "fold differs");
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5),
+            "fold differs"
+        );
         Ok(())
     }
 }

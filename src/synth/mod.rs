@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod init;
+pub mod memory;
 pub mod objective;
 pub mod pyramid;
 pub mod style;
@@ -66,6 +67,9 @@ impl std::str::FromStr for PriorKind {
     }
 }
 
+/// Largest pixel change (0..255 units) of the optimiser's first step at each level.
+const FIRST_STEP_PX: f32 = 4.0;
+
 /// neural-style's content weight, used when the Gram prior runs alone.
 pub const GRAM_CONTENT_WEIGHT: f64 = 5.0;
 
@@ -111,6 +115,8 @@ pub struct Params {
     pub seed: u64,
     /// Largest block of match scores held at once, in floats.
     pub match_budget: usize,
+    /// Refuse a run whose estimated peak memory exceeds this (default: the memory available).
+    pub max_memory: Option<u64>,
 }
 
 fn layer_names<S: serde::Serializer>(l: &[LayerId], s: S) -> Result<S::Ok, S::Error> {
@@ -148,6 +154,7 @@ impl Default for Params {
             init: Init::Noise,
             seed: 0,
             match_budget: 1 << 24,
+            max_memory: None,
         }
     }
 }
@@ -287,6 +294,8 @@ pub struct SynthResult {
     pub interrupted: bool,
     pub notes: Vec<String>,
     pub seconds: f64,
+    /// The estimate the run was admitted with, bytes.
+    pub estimated_peak_bytes: u64,
 }
 
 /// A texture (no content) or a style transfer onto a content image.
@@ -491,6 +500,7 @@ pub fn run(
         params.stride,
         &mut notes,
     );
+    let estimated_peak_bytes = check_memory(params, &levels, &styles, deepest)?;
     for n in &notes {
         observer.note(n);
     }
@@ -514,6 +524,7 @@ pub fn run(
         let setup_seconds = level_start.elapsed().as_secs_f64();
         observer.level_start(li, levels.len(), level, params.iterations);
 
+        let (w, h) = (level.width, level.height);
         let mut objective = Objective::new(
             vgg,
             priors,
@@ -523,9 +534,11 @@ pub fn run(
         );
         let mut optimizer: Box<dyn Optimizer> = match params.optimizer {
             OptimizerKind::Lbfgs => Box::new(Lbfgs {
-                history: params.history,
+                history: memory::lbfgs_history(params.history, w as u64 * h as u64),
                 max_iter: params.iterations,
                 max_evals: params.iterations * 5 / 4,
+                // First step: at most a few grey levels on any pixel, whatever the image size.
+                first_step: Some(FIRST_STEP_PX),
                 ..Lbfgs::default()
             }),
             OptimizerKind::Adam => Box::new(Adam {
@@ -533,7 +546,6 @@ pub fn run(
                 ..Adam::default()
             }),
         };
-        let (w, h) = (level.width, level.height);
         let mut stop_requested = false;
         let mut on_step = |info: &StepInfo, x: &[f32]| {
             let c = observer.step(li, info, x, w, h);
@@ -589,7 +601,65 @@ pub fn run(
         interrupted,
         notes,
         seconds: started.elapsed().as_secs_f64(),
+        estimated_peak_bytes,
     })
+}
+
+/// Estimated peak of the whole run (its largest level); refuses a run over the limit and says
+/// which output size would fit.
+fn check_memory(
+    params: &Params,
+    levels: &[Level],
+    styles: &[RgbImageF32],
+    deepest: LayerId,
+) -> anyhow::Result<u64> {
+    // Banks of several styles add up: count them as copies of the largest.
+    let variants =
+        ((2 * params.rotations + 1) * (2 * params.scales + 1)) as u64 * styles.len() as u64;
+    let (sw, sh) = styles
+        .iter()
+        .map(|s| (s.width, s.height))
+        .max_by_key(|(w, h)| w * h)
+        .unwrap_or((1, 1));
+    let estimate = |scale: f64| -> u64 {
+        levels
+            .iter()
+            .map(|l| {
+                let (w, h) = (
+                    (l.width as f64 * scale) as u32,
+                    (l.height as f64 * scale) as u32,
+                );
+                let f = l.style_factor;
+                let (lw, lh) = ((sw as f32 * f) as u32, (sh as f32 * f) as u32);
+                memory::level_peak_bytes(params, w.max(1), h.max(1), lw, lh, variants, deepest)
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let need = estimate(1.0);
+    let Some(limit) = params.max_memory.or_else(memory::available_bytes) else {
+        return Ok(need);
+    };
+    if need <= limit {
+        return Ok(need);
+    }
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..30 {
+        let mid = 0.5 * (lo + hi);
+        if estimate(mid) <= limit {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    bail!(
+        "not enough memory: the run needs about {:.1} GiB, the limit is {:.1} GiB (--max-memory or the memory available); the largest output that fits is about {}x{}",
+        gib(need),
+        gib(limit),
+        (params.width as f64 * lo) as u32,
+        (params.height as f64 * lo) as u32
+    )
 }
 
 fn mrf_stats(objective: &Objective<'_>) -> Vec<MrfStats> {
