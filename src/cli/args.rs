@@ -129,6 +129,9 @@ pub struct SynthArgs {
     /// Pooling in the network.
     #[arg(long, value_enum, default_value_t = PoolArg::Max)]
     pub pool: PoolArg,
+    /// Make a seamless tile (the output wraps around; sides rounded to multiples of 16).
+    #[arg(long)]
+    pub tileable: bool,
     /// Refuse runs whose estimated peak memory exceeds this (e.g. 8G, 512M). Default: the memory available.
     #[arg(long, value_name = "BYTES")]
     pub max_memory: Option<String>,

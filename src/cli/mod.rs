@@ -183,6 +183,7 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
         },
         history: a.history,
         seed: a.seed,
+        tileable: a.tileable,
         max_memory: match &a.max_memory {
             None => None,
             Some(m) => Some(mrfsynth::synth::memory::parse_bytes(m).ok_or_else(|| {

@@ -33,6 +33,9 @@ pub trait FeatureLoss: Send {
     fn layers(&self) -> Vec<LayerId>;
     /// `features` holds (at least) every layer of `layers()`, each [1, C, H, W].
     fn eval(&mut self, features: &BTreeMap<LayerId, Tensor>) -> Result<Vec<Term>>;
+    /// Tell a prior that the image wraps around (seamless tiles). Priors without a spatial
+    /// neighbourhood ignore it.
+    fn set_wrap(&mut self, _wrap: bool) {}
     /// Matching statistics of the last evaluation, for priors that match patches.
     fn mrf_stats(&self) -> Option<Vec<MrfStats>> {
         None

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{Result, Tensor};
 
-use super::patches::{fold, unfold};
+use super::patches::{fold, fold_wrapped, unfold, unfold_wrapped};
 use super::{feature, sum_sq_f64, FeatureLoss, Term};
 use crate::matcher::PatchMatcher;
 use crate::vgg::LayerId;
@@ -31,6 +31,8 @@ pub struct MrfLayer {
     pub weight: f64,
     pub patch: usize,
     pub stride: usize,
+    /// The image being made wraps around (seamless tiles): patches cross its edges.
+    pub wrap: bool,
     /// Raw style patches [M, C*k*k]: the targets.
     bank: Tensor,
     matcher: Box<dyn PatchMatcher>,
@@ -51,6 +53,7 @@ impl MrfLayer {
             weight,
             patch,
             stride,
+            wrap: false,
             bank,
             matcher,
             last: MrfStats::default(),
@@ -65,14 +68,19 @@ impl MrfLayer {
     pub fn loss_and_grad(&mut self, f: &Tensor) -> Result<(f64, Tensor)> {
         let (_, c, h, w) = f.dims4()?;
         let f = f.squeeze(0)?;
-        let queries = unfold(&f, self.patch, self.stride)?;
+        let queries = if self.wrap {
+            unfold_wrapped(&f, self.patch, self.stride)?
+        } else {
+            unfold(&f, self.patch, self.stride)?
+        };
         let matches = self.matcher.best(&queries)?;
         let targets = self.bank.index_select(&matches.index, 0)?;
         let diff = (queries - targets)?;
         let coverage = (self.patch as f64 / self.stride as f64).powi(2);
         let scale = self.weight / coverage;
         let loss = 0.5 * scale * sum_sq_f64(&diff)?;
-        let grad = fold(&diff.affine(scale, 0.0)?, c, h, w, self.patch, self.stride)?;
+        let fold_fn = if self.wrap { fold_wrapped } else { fold };
+        let grad = fold_fn(&diff.affine(scale, 0.0)?, c, h, w, self.patch, self.stride)?;
 
         let mut used: Vec<u32> = matches.index.to_vec1()?;
         used.sort_unstable();
@@ -111,6 +119,10 @@ impl FeatureLoss for MrfPrior {
             .collect()
     }
 
+    fn set_wrap(&mut self, wrap: bool) {
+        self.layers.iter_mut().for_each(|l| l.wrap = wrap);
+    }
+
     fn mrf_stats(&self) -> Option<Vec<MrfStats>> {
         Some(self.layers.iter().map(|l| l.last.clone()).collect())
     }
@@ -126,7 +138,20 @@ mod tests {
     #[test]
     fn gradient_matches_finite_differences() -> Result<()> {
         let dev = Device::Cpu;
-        let style = Tensor::rand(0f32, 1f32, (4, 9, 9), &dev)?;
+        // Seeded values, and a synthesis map that is the style plus a little noise: every query
+        // has one clear best match, which no finite-difference step flips.
+        let pseudo = |n: usize, seed: u64| -> Vec<f32> {
+            let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s >> 40) as f32 / (1u64 << 24) as f32
+                })
+                .collect()
+        };
+        let style = Tensor::from_vec(pseudo(4 * 9 * 9, 1), (4, 9, 9), &dev)?;
         let bank = unfold(&style, 3, 2)?;
         let layer: LayerId = "relu3_1".parse().unwrap();
         let make = || -> Result<MrfLayer> {
@@ -140,7 +165,8 @@ mod tests {
             ))
         };
         let mut mrf = make()?;
-        let x = Tensor::rand(0f32, 1f32, (1, 4, 7, 8), &dev)?;
+        let noise = Tensor::from_vec(pseudo(4 * 7 * 8, 2), (1, 4, 7, 8), &dev)?;
+        let x = (style.narrow(1, 0, 7)?.narrow(2, 0, 8)?.unsqueeze(0)? + noise.affine(0.2, -0.1)?)?;
         let (_, g) = mrf.loss_and_grad(&x)?;
         let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
         let base: Vec<f32> = x.flatten_all()?.to_vec1()?;

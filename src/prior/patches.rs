@@ -137,6 +137,43 @@ fn fold_generic(
     Ok(out.expect("k >= 1"))
 }
 
+/// The map extended by its own first `n` rows and columns (circular padding at the end).
+fn wrap_pad(x: &Tensor, n: usize) -> Result<Tensor> {
+    if n == 0 {
+        return Ok(x.clone());
+    }
+    let x = Tensor::cat(&[x.clone(), x.narrow(1, 0, n)?], 1)?;
+    Tensor::cat(&[x.clone(), x.narrow(2, 0, n)?], 2)
+}
+
+/// Patches of a map that wraps around (a seamless tile): positions every `stride` over the whole
+/// map, patches crossing the right and bottom edges continue on the left and top.
+pub fn unfold_wrapped(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
+    unfold(&wrap_pad(x, k - 1)?, k, stride)
+}
+
+/// Adjoint of [`unfold_wrapped`].
+pub fn fold_wrapped(
+    patches: &Tensor,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let big = fold(patches, c, h + k - 1, w + k - 1, k, stride)?;
+    if k == 1 {
+        return Ok(big);
+    }
+    // Fold the overhang back onto the start, rows then columns.
+    let rows =
+        (big.narrow(1, 0, h)? + big.narrow(1, h, k - 1)?.pad_with_zeros(1, 0, h - (k - 1))?)?;
+    rows.narrow(2, 0, w)?
+        + rows
+            .narrow(2, w, k - 1)?
+            .pad_with_zeros(2, 0, w - (k - 1))?
+}
+
 fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),

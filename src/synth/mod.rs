@@ -98,6 +98,9 @@ pub struct Params {
     pub gram_weight: f64,
     /// Transfer: keep the content's colours (luminance-only transfer).
     pub original_colors: bool,
+    /// Make a seamless tile: circular padding in the network, patches and TV across the border.
+    /// Level sizes are rounded to multiples of 16 so that pooling never drops a row.
+    pub tileable: bool,
     pub patch_size: usize,
     pub stride: usize,
     pub mrf_weight: f64,
@@ -139,6 +142,7 @@ impl Default for Params {
                 .expect("valid names"),
             gram_weight: 1e2,
             original_colors: false,
+            tileable: false,
             mrf_layers: LayerId::parse_list("relu3_1,relu4_1").expect("valid names"),
             patch_size: 3,
             stride: 2,
@@ -500,6 +504,11 @@ pub fn run(
         params.stride,
         &mut notes,
     );
+    let levels = if params.tileable {
+        tile_friendly(levels, &mut notes)
+    } else {
+        levels
+    };
     let estimated_peak_bytes = check_memory(params, &levels, &styles, deepest)?;
     for n in &notes {
         observer.note(n);
@@ -525,6 +534,12 @@ pub fn run(
         observer.level_start(li, levels.len(), level, params.iterations);
 
         let (w, h) = (level.width, level.height);
+        let mut priors = priors;
+        if params.tileable {
+            for p in priors.iter_mut() {
+                p.set_wrap(true);
+            }
+        }
         let mut objective = Objective::new(
             vgg,
             priors,
@@ -532,6 +547,7 @@ pub fn run(
             level.width as usize,
             level.height as usize,
         );
+        objective.wrap = params.tileable;
         let mut optimizer: Box<dyn Optimizer> = match params.optimizer {
             OptimizerKind::Lbfgs => Box::new(Lbfgs {
                 history: memory::lbfgs_history(params.history, w as u64 * h as u64),
@@ -588,9 +604,10 @@ pub fn run(
             break;
         }
     }
-    if (image.width, image.height) != (params.width, params.height) {
+    let finest = levels.last().expect("at least one level");
+    if (image.width, image.height) != (finest.width, finest.height) {
         // Interrupted at a coarse level: still deliver the requested size.
-        image = resize(&image, params.width, params.height);
+        image = resize(&image, finest.width, finest.height);
     }
     if let (true, Task::Transfer { content }) = (params.original_colors, &task) {
         image = crate::color::keep_luminance(&image, &resize(content, image.width, image.height));
@@ -603,6 +620,30 @@ pub fn run(
         seconds: started.elapsed().as_secs_f64(),
         estimated_peak_bytes,
     })
+}
+
+/// Multiple of which every level's sides are, in tileable mode: four 2x2 pools.
+const TILE_MULTIPLE: u32 = 16;
+
+/// Rounds level sizes to multiples of [`TILE_MULTIPLE`] (noting a change of the output size).
+fn tile_friendly(levels: Vec<Level>, notes: &mut Vec<String>) -> Vec<Level> {
+    let round = |v: u32| ((v + TILE_MULTIPLE / 2) / TILE_MULTIPLE).max(1) * TILE_MULTIPLE;
+    let last = *levels.last().expect("at least one level");
+    let (w, h) = (round(last.width), round(last.height));
+    if (w, h) != (last.width, last.height) {
+        notes.push(format!(
+            "tileable: output {}x{} rounded to {w}x{h} (sides must be multiples of {TILE_MULTIPLE})",
+            last.width, last.height
+        ));
+    }
+    levels
+        .into_iter()
+        .map(|l| Level {
+            width: round(l.width),
+            height: round(l.height),
+            ..l
+        })
+        .collect()
 }
 
 /// Estimated peak of the whole run (its largest level); refuses a run over the limit and says

@@ -60,7 +60,7 @@ impl<'a> Objective<'a> {
         let img = Tensor::from_slice(x, (1, 3, self.height, self.width), self.device())?;
         let taps: Vec<LayerId> = self.priors.iter().flat_map(|p| p.layers()).collect();
         let input = self.vgg.preprocess(&img)?;
-        let fwd = self.vgg.forward(&input, &taps, true)?;
+        let fwd = self.vgg.forward_with(&input, &taps, true, self.wrap)?;
         let t1 = Instant::now();
 
         let mut loss = 0.0;

@@ -62,54 +62,58 @@ impl Conv3x3 {
         })
     }
 
-    /// Pre-activation output, [N, out, H, W] for an input [N, in, H, W].
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Pre-activation output, [N, out, H, W] for an input [N, in, H, W]. With `wrap` the
+    /// padding is circular (the image is a torus: seamless tiles), else zeros.
+    pub fn forward(&self, x: &Tensor, wrap: bool) -> Result<Tensor> {
         if self.device.is_cpu() {
-            x.apply_op1_no_bwd(&self.cpu_forward_op())
+            x.apply_op1_no_bwd(&self.cpu_forward_op(wrap))
         } else {
-            let y = x.conv2d(&self.weight, 1, 1, 1, 1)?;
+            let y = generic_conv(x, &self.weight, wrap)?;
             y.broadcast_add(&self.bias.reshape((1, self.cout, 1, 1))?)
         }
     }
 
     /// `relu(forward(x))` in one pass on the CPU.
-    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward_relu(&self, x: &Tensor, wrap: bool) -> Result<Tensor> {
         if self.device.is_cpu() {
             x.apply_op1_no_bwd(&CpuConv {
                 relu: true,
-                ..self.cpu_forward_op()
+                ..self.cpu_forward_op(wrap)
             })
         } else {
-            self.forward(x)?.relu()
+            self.forward(x, wrap)?.relu()
         }
     }
 
-    fn cpu_forward_op(&self) -> CpuConv {
+    fn cpu_forward_op(&self, wrap: bool) -> CpuConv {
         CpuConv {
             taps: self.taps_fwd.clone(),
             bias: Some(self.bias_cpu.clone()),
             cin: self.cin,
             cout: self.cout,
             relu: false,
+            wrap,
         }
     }
 
-    fn cpu_backward_op(&self) -> CpuConv {
+    fn cpu_backward_op(&self, wrap: bool) -> CpuConv {
         CpuConv {
             taps: self.taps_bwd.clone(),
             bias: None,
             cin: self.cout,
             cout: self.cin,
             relu: false,
+            wrap,
         }
     }
 
     /// Gradient with respect to the input, given the gradient of the pre-activation output.
-    pub fn backward_input(&self, grad_out: &Tensor) -> Result<Tensor> {
+    /// (A circular convolution's transpose is circular too, so `wrap` carries over.)
+    pub fn backward_input(&self, grad_out: &Tensor, wrap: bool) -> Result<Tensor> {
         if self.device.is_cpu() {
-            grad_out.apply_op1_no_bwd(&self.cpu_backward_op())
+            grad_out.apply_op1_no_bwd(&self.cpu_backward_op(wrap))
         } else {
-            grad_out.conv2d(&self.weight_grad, 1, 1, 1, 1)
+            generic_conv(grad_out, &self.weight_grad, wrap)
         }
     }
 
@@ -119,14 +123,26 @@ impl Conv3x3 {
         &self,
         grad_out: &Tensor,
         relu_out: &Tensor,
+        wrap: bool,
     ) -> Result<Tensor> {
         if self.device.is_cpu() {
-            grad_out.apply_op2_no_bwd(relu_out, &self.cpu_backward_op())
+            grad_out.apply_op2_no_bwd(relu_out, &self.cpu_backward_op(wrap))
         } else {
             let mask = relu_out.gt(0f32)?.to_dtype(DType::F32)?;
-            self.backward_input(&grad_out.mul(&mask)?)
+            self.backward_input(&grad_out.mul(&mask)?, wrap)
         }
     }
+}
+
+/// candle's convolution (non-CPU devices), with circular padding done by hand.
+fn generic_conv(x: &Tensor, w: &Tensor, wrap: bool) -> Result<Tensor> {
+    if !wrap {
+        return x.conv2d(w, 1, 1, 1, 1);
+    }
+    let (_, _, h, wd) = x.dims4()?;
+    let x = Tensor::cat(&[x.narrow(2, h - 1, 1)?, x.clone(), x.narrow(2, 0, 1)?], 2)?;
+    let x = Tensor::cat(&[x.narrow(3, wd - 1, 1)?, x.clone(), x.narrow(3, 0, 1)?], 3)?;
+    x.conv2d(w, 0, 1, 1, 1)
 }
 
 /// The CPU kernel as a candle op: input [N, cin, H, W] -> output [N, cout, H, W]; as a binary
@@ -138,6 +154,8 @@ struct CpuConv {
     cout: usize,
     /// Apply ReLU to the output.
     relu: bool,
+    /// Circular padding instead of zeros.
+    wrap: bool,
 }
 
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
@@ -170,6 +188,7 @@ impl CpuConv {
                 self.cout,
                 self.bias.as_deref().map(|v| v.as_slice()),
                 self.relu,
+                self.wrap,
             ));
         }
         Ok((CpuStorage::F32(out), Shape::from((n, self.cout, h, w))))
@@ -235,6 +254,7 @@ pub fn conv3x3_cpu(
     cout: usize,
     bias: Option<&[f32]>,
     relu: bool,
+    wrap: bool,
 ) -> Vec<f32> {
     let wp = w + 2;
     let plane_in = (h + 2) * wp;
@@ -253,6 +273,15 @@ pub fn conv3x3_cpu(
                             *d = if gate > 0.0 { v } else { 0.0 };
                         }
                     }
+                }
+            }
+            if wrap {
+                // Border rows from the opposite side, then border columns (corners included).
+                dst.copy_within(h * wp..(h + 1) * wp, 0);
+                dst.copy_within(wp..2 * wp, (h + 1) * wp);
+                for r in 0..h + 2 {
+                    dst[r * wp] = dst[r * wp + w];
+                    dst[r * wp + w + 1] = dst[r * wp + 1];
                 }
             }
         });
@@ -373,6 +402,37 @@ mod tests {
         y
     }
 
+    /// With circular padding the input gradient is still the exact adjoint.
+    #[test]
+    fn wrapped_convolution_and_its_gradient_are_adjoint() -> Result<()> {
+        let (cin, cout, h, w) = (3, 4, 6, 7);
+        let conv = Conv3x3::new(
+            &Tensor::from_vec(pseudo(cout * cin * 9, 8), (cout, cin, 3, 3), &Device::Cpu)?,
+            &Tensor::zeros(cout, DType::F32, &Device::Cpu)?,
+            &Device::Cpu,
+        )?;
+        let x = Tensor::from_vec(pseudo(cin * h * w, 9), (1, cin, h, w), &Device::Cpu)?;
+        let g = Tensor::from_vec(pseudo(cout * h * w, 10), (1, cout, h, w), &Device::Cpu)?;
+        let lhs = (conv.forward(&x, true)? * &g)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        let rhs = (conv.backward_input(&g, true)? * &x)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        assert!(
+            (lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0),
+            "{lhs} vs {rhs}"
+        );
+        // A circular shift of the input shifts the output the same way.
+        let shifted = Tensor::cat(&[x.narrow(3, 1, w - 1)?, x.narrow(3, 0, 1)?], 3)?;
+        let y = conv.forward(&x, true)?;
+        let ys = conv.forward(&shifted, true)?;
+        let y_shift = Tensor::cat(&[y.narrow(3, 1, w - 1)?, y.narrow(3, 0, 1)?], 3)?;
+        let d = (ys - y_shift)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-5, "not shift-equivariant: {d}");
+        Ok(())
+    }
+
     fn pseudo(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
         (0..n)
@@ -397,7 +457,7 @@ mod tests {
             &Device::Cpu,
         )?;
         let xt = Tensor::from_vec(x.clone(), (1, cin, h, w), &Device::Cpu)?;
-        let y: Vec<f32> = conv.forward(&xt)?.flatten_all()?.to_vec1()?;
+        let y: Vec<f32> = conv.forward(&xt, false)?.flatten_all()?.to_vec1()?;
         let expect = naive(&x, cin, h, w, &wt, &b, cout);
         for (a, e) in y.iter().zip(&expect) {
             assert!((a - e).abs() < 1e-4, "{a} vs {e}");
@@ -405,7 +465,7 @@ mod tests {
         // <conv(x), g> = <x, conv^T(g)> for the linear part.
         let g = pseudo(cout * h * w, 4);
         let gt = Tensor::from_vec(g.clone(), (1, cout, h, w), &Device::Cpu)?;
-        let gx: Vec<f32> = conv.backward_input(&gt)?.flatten_all()?.to_vec1()?;
+        let gx: Vec<f32> = conv.backward_input(&gt, false)?.flatten_all()?.to_vec1()?;
         let lin = naive(&x, cin, h, w, &wt, &vec![0.0; cout], cout);
         let lhs: f64 = lin
             .iter()
@@ -423,18 +483,18 @@ mod tests {
         );
 
         // Fused variants equal the unfused composition.
-        let fused: Vec<f32> = conv.forward_relu(&xt)?.flatten_all()?.to_vec1()?;
-        let plain: Vec<f32> = conv.forward(&xt)?.relu()?.flatten_all()?.to_vec1()?;
+        let fused: Vec<f32> = conv.forward_relu(&xt, false)?.flatten_all()?.to_vec1()?;
+        let plain: Vec<f32> = conv.forward(&xt, false)?.relu()?.flatten_all()?.to_vec1()?;
         assert_eq!(fused, plain);
-        let y = conv.forward(&xt)?.relu()?;
+        let y = conv.forward(&xt, false)?.relu()?;
         let gy = Tensor::from_vec(pseudo(cout * h * w, 5), (1, cout, h, w), &Device::Cpu)?;
         let masked: Vec<f32> = conv
-            .backward_input_through_relu(&gy, &y)?
+            .backward_input_through_relu(&gy, &y, false)?
             .flatten_all()?
             .to_vec1()?;
         let mask = y.gt(0f32)?.to_dtype(DType::F32)?;
         let unfused: Vec<f32> = conv
-            .backward_input(&(gy * mask)?)?
+            .backward_input(&(gy * mask)?, false)?
             .flatten_all()?
             .to_vec1()?;
         assert_eq!(masked, unfused);

@@ -31,6 +31,8 @@ pub struct Forward {
     /// Output of every ReLU up to the deepest layer asked for (empty without a tape).
     tape: Vec<Option<Tensor>>,
     deepest: usize,
+    /// Circular padding (seamless tiles); the backward pass follows it.
+    wrap: bool,
 }
 
 impl Vgg19 {
@@ -86,6 +88,17 @@ impl Vgg19 {
     /// Runs the network on a preprocessed input up to the deepest of `taps`. With `keep_tape`
     /// the activations the backward pass needs are kept.
     pub fn forward(&self, input: &Tensor, taps: &[LayerId], keep_tape: bool) -> Result<Forward> {
+        self.forward_with(input, taps, keep_tape, false)
+    }
+
+    /// [`Self::forward`] with a choice of padding: `wrap` treats the image as a torus.
+    pub fn forward_with(
+        &self,
+        input: &Tensor,
+        taps: &[LayerId],
+        keep_tape: bool,
+        wrap: bool,
+    ) -> Result<Forward> {
         let deepest = taps.iter().map(|l| l.index()).max().unwrap_or(0);
         let tapped = |i: usize| taps.iter().any(|t| t.index() == i);
         let mut features = BTreeMap::new();
@@ -104,9 +117,9 @@ impl Vgg19 {
                         tape.push(None);
                     }
                     i += 1;
-                    self.convs[k].forward_relu(&x)?
+                    self.convs[k].forward_relu(&x, wrap)?
                 }
-                LayerKind::Conv(k) => self.convs[k].forward(&x)?,
+                LayerKind::Conv(k) => self.convs[k].forward(&x, wrap)?,
                 LayerKind::Relu => x.relu()?,
                 LayerKind::Pool => self.pooling.forward(&x)?,
             };
@@ -122,6 +135,7 @@ impl Vgg19 {
             features,
             tape,
             deepest,
+            wrap,
         })
     }
 
@@ -157,12 +171,12 @@ impl Vgg19 {
                             if !grads.contains_key(&LayerId::from_index(at - 1)) =>
                         {
                             i -= 1;
-                            self.convs[k].backward_input_through_relu(&cur, y)?
+                            self.convs[k].backward_input_through_relu(&cur, y, fwd.wrap)?
                         }
                         _ => cur.mul(&y.gt(0f32)?.to_dtype(DType::F32)?)?,
                     }
                 }
-                LayerKind::Conv(k) => self.convs[k].backward_input(&cur)?,
+                LayerKind::Conv(k) => self.convs[k].backward_input(&cur, fwd.wrap)?,
                 LayerKind::Pool => {
                     let x = fwd.tape[at - 1]
                         .as_ref()
