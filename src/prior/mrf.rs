@@ -166,7 +166,8 @@ mod tests {
         };
         let mut mrf = make()?;
         let noise = Tensor::from_vec(pseudo(4 * 7 * 8, 2), (1, 4, 7, 8), &dev)?;
-        let x = (style.narrow(1, 0, 7)?.narrow(2, 0, 8)?.unsqueeze(0)? + noise.affine(0.2, -0.1)?)?;
+        let x =
+            (style.narrow(1, 0, 7)?.narrow(2, 0, 8)?.unsqueeze(0)? + noise.affine(0.2, -0.1)?)?;
         let (_, g) = mrf.loss_and_grad(&x)?;
         let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
         let base: Vec<f32> = x.flatten_all()?.to_vec1()?;

@@ -453,16 +453,23 @@ fn level_priors<'a>(
     Ok((priors, style_patches))
 }
 
-/// Runs the pyramid. `styles` are at their native sizes, `blend` weighs them (Gram targets);
-/// `params.width/height` is the output size.
-pub fn run(
-    vgg: &Vgg19,
+/// What a run will do, decided before any optimisation: the scaled styles, the levels, the
+/// deepest layer, notes for the user and the memory estimate it was admitted with.
+pub struct Plan {
+    pub styles: Vec<RgbImageF32>,
+    pub levels: Vec<Level>,
+    pub deepest: LayerId,
+    pub notes: Vec<String>,
+    pub estimated_peak_bytes: u64,
+}
+
+/// Checks the inputs and plans the run; refuses sizes and memory that cannot work.
+pub fn plan(
     styles: &[RgbImageF32],
     blend: &[f64],
-    task: Task<'_>,
+    task: &Task<'_>,
     params: &Params,
-    observer: &mut dyn Observer,
-) -> anyhow::Result<SynthResult> {
+) -> anyhow::Result<Plan> {
     params.validate()?;
     if styles.is_empty()
         || blend.len() != styles.len()
@@ -471,9 +478,8 @@ pub fn run(
     {
         bail!("one blend weight >= 0 per style image is needed, not all zero");
     }
-    let started = Instant::now();
     let mut notes = Vec::new();
-    let styles = scaled_styles(styles, &task, params);
+    let styles = scaled_styles(styles, task, params);
     let mut deepest = params.deepest_style_layer();
     if matches!(task, Task::Transfer { .. }) && params.content_weight > 0.0 {
         deepest = deepest.max(params.content_layer);
@@ -510,6 +516,38 @@ pub fn run(
         levels
     };
     let estimated_peak_bytes = check_memory(params, &levels, &styles, deepest)?;
+    Ok(Plan {
+        styles,
+        levels,
+        deepest,
+        notes,
+        estimated_peak_bytes,
+    })
+}
+
+/// Runs the pyramid. `styles` are at their native sizes, `blend` weighs them (Gram targets);
+/// `params.width/height` is the output size.
+pub fn run(
+    vgg: &Vgg19,
+    styles: &[RgbImageF32],
+    blend: &[f64],
+    task: Task<'_>,
+    params: &Params,
+    observer: &mut dyn Observer,
+) -> anyhow::Result<SynthResult> {
+    let started = Instant::now();
+    let Plan {
+        styles,
+        levels,
+        notes,
+        estimated_peak_bytes,
+        ..
+    } = plan(styles, blend, &task, params)?;
+    let smallest = styles
+        .iter()
+        .map(|s| (s.width, s.height))
+        .min_by_key(|(w, h)| w * h)
+        .expect("planned: non-empty");
     for n in &notes {
         observer.note(n);
     }
