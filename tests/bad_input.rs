@@ -275,6 +275,24 @@ fn corpus(dir: &Path, out: &Path) -> Vec<Case> {
         case("unknown prior", tex(&["--prior", "bogus"]), 2, "--prior"),
         case("unknown flag", tex(&["--frobnicate"]), 2, "frobnicate"),
         case(
+            "unknown matcher",
+            tex(&["--matcher", "fuzzy"]),
+            2,
+            "--matcher",
+        ),
+        case(
+            "max memory garbage",
+            tex(&["--max-memory", "lots"]),
+            2,
+            "--max-memory",
+        ),
+        case(
+            "max memory too small",
+            tex(&["--max-memory", "1M"]),
+            3,
+            "memory",
+        ),
+        case(
             "init content without content",
             tex(&["--init", "content"]),
             2,

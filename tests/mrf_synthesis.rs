@@ -188,3 +188,57 @@ fn transfer_runs_with_a_content_loss() {
     let terms = side["levels"][0]["final_terms"].as_object().unwrap();
     assert!(terms.contains_key("content:relu4_2"), "{terms:?}");
 }
+
+#[test]
+fn several_exemplars_share_one_bank_and_the_sidecar_says_how_much_of_each() {
+    let (Some(a), Some(b)) = (
+        common::shared_image("grass.png"),
+        common::shared_image("riverstones.png"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("mix.png");
+    let out = Command::new(common::bin())
+        .args([
+            "texture",
+            "--quiet",
+            "--size",
+            "64",
+            "--levels",
+            "1",
+            "--iterations",
+            "4",
+            "--matcher",
+            "approx",
+            "--style",
+        ])
+        .arg(format!("{},{}", a.display(), b.display()))
+        .arg("-o")
+        .arg(&out_path)
+        .arg("--weights")
+        .arg(&common::weights().path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let side: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("mix.json")).unwrap()).unwrap();
+    assert_eq!(side["params"]["matcher"], "approx");
+    for layer in side["levels"][0]["mrf"].as_array().unwrap() {
+        let shares: Vec<f64> = layer["share_per_style"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(shares.len(), 2);
+        assert!(
+            (shares.iter().sum::<f64>() - 1.0).abs() < 1e-4,
+            "{shares:?}"
+        );
+    }
+}

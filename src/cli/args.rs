@@ -129,6 +129,9 @@ pub struct SynthArgs {
     /// Pooling in the network.
     #[arg(long, value_enum, default_value_t = PoolArg::Max)]
     pub pool: PoolArg,
+    /// Patch search: exact (normalised cross-correlation) or approx (PCA + candidates + exact re-rank; faster on big banks).
+    #[arg(long, default_value = "exact", value_name = "exact|approx")]
+    pub matcher: String,
     /// Make a seamless tile (the output wraps around; sides rounded to multiples of 16).
     #[arg(long)]
     pub tileable: bool,

@@ -184,6 +184,10 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
         history: a.history,
         seed: a.seed,
         tileable: a.tileable,
+        matcher: a
+            .matcher
+            .parse()
+            .map_err(|e: String| CliError::usage(format!("--matcher: {e}")))?,
         max_memory: match &a.max_memory {
             None => None,
             Some(m) => Some(mrfsynth::synth::memory::parse_bytes(m).ok_or_else(|| {

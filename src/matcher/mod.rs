@@ -3,10 +3,12 @@
 //! The MRF prior only sees this trait, so a GPU kernel or an approximate search can replace the
 //! exact one without touching the optimiser.
 
+pub mod approx;
 pub mod exact;
 
 use candle_core::{Result, Tensor};
 
+pub use approx::{ApproxMatcher, ApproxOptions, CandidateSearch};
 pub use exact::ExactMatcher;
 
 /// Best style patch for every query patch.

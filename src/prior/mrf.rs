@@ -24,6 +24,9 @@ pub struct MrfStats {
     pub mean_score: f32,
     pub distinct_used: usize,
     pub bank_size: usize,
+    /// With several style images: the share of matches drawn from each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub share_per_style: Vec<f32>,
 }
 
 pub struct MrfLayer {
@@ -33,6 +36,8 @@ pub struct MrfLayer {
     pub stride: usize,
     /// The image being made wraps around (seamless tiles): patches cross its edges.
     pub wrap: bool,
+    /// End offsets in the bank of each style image's patches (several exemplars).
+    pub style_ends: Vec<usize>,
     /// Raw style patches [M, C*k*k]: the targets.
     bank: Tensor,
     matcher: Box<dyn PatchMatcher>,
@@ -54,6 +59,7 @@ impl MrfLayer {
             patch,
             stride,
             wrap: false,
+            style_ends: Vec::new(),
             bank,
             matcher,
             last: MrfStats::default(),
@@ -84,11 +90,29 @@ impl MrfLayer {
 
         let mut used: Vec<u32> = matches.index.to_vec1()?;
         used.sort_unstable();
+        let share_per_style = if self.style_ends.len() > 1 {
+            let n = used.len().max(1) as f32;
+            let mut start = 0;
+            self.style_ends
+                .iter()
+                .map(|&end| {
+                    let count = used
+                        .iter()
+                        .filter(|&&i| (start..end).contains(&(i as usize)))
+                        .count();
+                    start = end;
+                    count as f32 / n
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         used.dedup();
         self.last = MrfStats {
             mean_score: matches.score.iter().sum::<f32>() / matches.score.len().max(1) as f32,
             distinct_used: used.len(),
             bank_size: self.matcher.len(),
+            share_per_style,
         };
         Ok((loss, grad.unsqueeze(0)?))
     }

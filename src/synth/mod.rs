@@ -15,7 +15,7 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::image_io::{resize, RgbImageF32};
-use crate::matcher::ExactMatcher;
+use crate::matcher::{ApproxMatcher, ApproxOptions, ExactMatcher, PatchMatcher};
 use crate::optim::{Adam, Control, Lbfgs, Optimizer, StepInfo};
 use crate::prior::gram::GramPrior;
 use crate::prior::mrf::{MrfLayer, MrfPrior, MrfStats};
@@ -63,6 +63,27 @@ impl std::str::FromStr for PriorKind {
             _ => Err(format!(
                 "unknown prior '{s}' (expected mrf, gram or mrf+gram)"
             )),
+        }
+    }
+}
+
+/// How style patches are searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatcherKind {
+    /// Exact normalised cross-correlation (chunked GEMM).
+    Exact,
+    /// PCA projection, candidate scan, exact re-rank (recall@1 >= 0.95 measured), f16 bank.
+    Approx,
+}
+
+impl std::str::FromStr for MatcherKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(MatcherKind::Exact),
+            "approx" => Ok(MatcherKind::Approx),
+            _ => Err(format!("unknown matcher '{s}' (expected exact or approx)")),
         }
     }
 }
@@ -118,6 +139,7 @@ pub struct Params {
     pub seed: u64,
     /// Largest block of match scores held at once, in floats.
     pub match_budget: usize,
+    pub matcher: MatcherKind,
     /// Refuse a run whose estimated peak memory exceeds this (default: the memory available).
     pub max_memory: Option<u64>,
 }
@@ -158,6 +180,7 @@ impl Default for Params {
             init: Init::Noise,
             seed: 0,
             match_budget: 1 << 24,
+            matcher: MatcherKind::Exact,
             max_memory: None,
         }
     }
@@ -394,29 +417,51 @@ fn level_priors<'a>(
     let mut priors: Vec<Box<dyn FeatureLoss>> = Vec::new();
     let mut style_patches = Vec::new();
     if params.prior.uses_mrf() {
-        let variants: Vec<RgbImageF32> = level_styles
-            .iter()
-            .flat_map(|s| augment::variants(s, params.rotations, params.scales))
-            .collect();
-        let banks = style::mrf_banks(
-            vgg,
-            &variants,
-            &params.mrf_layers,
-            params.patch_size,
-            params.stride,
-        )?;
+        // One bank per layer from every style (and its variants), remembering where each
+        // style's patches end so the run can report which sample it drew from.
+        let mut per_style = Vec::new();
+        for s in &level_styles {
+            let variants = augment::variants(s, params.rotations, params.scales);
+            per_style.push(style::mrf_banks(
+                vgg,
+                &variants,
+                &params.mrf_layers,
+                params.patch_size,
+                params.stride,
+            )?);
+        }
         let mut layers = Vec::new();
-        for (layer, bank) in params.mrf_layers.iter().zip(banks) {
-            style_patches.push(bank.dim(0)?);
-            let matcher = ExactMatcher::new(&bank, params.match_budget)?;
-            layers.push(MrfLayer::new(
+        for (i, layer) in params.mrf_layers.iter().enumerate() {
+            let parts: Vec<&Tensor> = per_style.iter().map(|b| &b[i]).collect();
+            let mut ends = Vec::new();
+            let mut total = 0;
+            for p in &parts {
+                total += p.dim(0)?;
+                ends.push(total);
+            }
+            let bank = Tensor::cat(&parts, 0)?;
+            style_patches.push(total);
+            let matcher: Box<dyn PatchMatcher> = match params.matcher {
+                MatcherKind::Exact => Box::new(ExactMatcher::new(&bank, params.match_budget)?),
+                MatcherKind::Approx => Box::new(ApproxMatcher::new(
+                    &bank,
+                    ApproxOptions {
+                        f16_bank: true,
+                        seed: params.seed,
+                        ..ApproxOptions::default()
+                    },
+                )?),
+            };
+            let mut l = MrfLayer::new(
                 *layer,
                 bank,
-                Box::new(matcher),
+                matcher,
                 params.mrf_weight,
                 params.patch_size,
                 params.stride,
-            ));
+            );
+            l.style_ends = ends;
+            layers.push(l);
         }
         priors.push(Box::new(MrfPrior { layers }));
     }

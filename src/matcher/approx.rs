@@ -1,0 +1,784 @@
+//! Approximate normalised cross-correlation: PCA projection, candidate search, exact re-rank.
+//!
+//! Build: the bank rows are scaled to unit length, centred on their mean `mu`, and projected on
+//! their top `dims` principal components (randomised subspace iteration from a seeded Gaussian
+//! start).
+//!
+//! Query: a unit query `q` and a bank row `b` have `q.b = Pq.Pb + mu.b + r_q.r_b + c(q)`, where
+//! `P` projects the centred vectors on the components, `r` is what that leaves out and `c(q)` does
+//! not depend on `b`. The estimate `Pq.Pb + mu.b + RHO |r_q| |r_b|` costs `dims` instead of D
+//! multiply-adds per bank row; its last term stands for the residual product, which is positive
+//! on average for the rows that really match (`RHO` = 0.25 was measured best on VGG patches;
+//! 0 would drop the term). The `candidates` rows with the best estimates are then re-ranked by
+//! their exact dot product with the full normalised bank row (kept as f32 or f16). The returned
+//! score is therefore an exact cosine; only the choice of candidates is approximate.
+//!
+//! Two searches give the same candidates (up to ties):
+//! - [`CandidateSearch::Scan`] (default): the estimates of a block of queries against the whole
+//!   projected bank are one small matrix product, then a top-k selection per query.
+//! - [`CandidateSearch::KdTree`]: a kiddo k-d tree over the points `(Pb, |r_b|)`, queried at
+//!   `(Pq, RHO |r_q|)`: the squared Euclidean distance is then `-2 x estimate` plus a constant
+//!   of the query, so the tree ranks rows as the scan does. At 17..65 dimensions it visits most
+//!   leaves and is several times slower than the scan (see `examples/bench_matching.rs`); it is
+//!   kept for comparison.
+//!
+//! Small banks (M <= 4 x candidates or M < 512) and short patches (D <= 2 x dims) are searched
+//! exactly by [`ExactMatcher`]: there one matrix product is as fast and has no error.
+
+use std::num::NonZeroUsize;
+
+use candle_core::{DType, Device, Result, Storage, Tensor};
+use half::f16;
+use kiddo::{ImmutableKdTree, SquaredEuclidean};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use super::{normalize_rows, ExactMatcher, Matches, PatchMatcher};
+
+/// Projection sizes the k-d tree is compiled for (it takes its dimension as a const generic).
+/// The scan takes any `dims` from 1 to [`MAX_DIMS`].
+pub const TREE_DIMS: [usize; 5] = [16, 24, 32, 48, 64];
+pub const MAX_DIMS: usize = 256;
+
+/// Power iterations of the randomised PCA.
+const POWER_ITERATIONS: usize = 3;
+/// Extra columns of the randomised PCA beyond `dims`.
+const OVERSAMPLING: usize = 8;
+/// Weight of the residual term in the score estimate, `RHO |r_q| |r_b|` (see the module doc).
+const RHO: f32 = 0.25;
+/// Score-block budget (floats) of the exact fallback and of the scan.
+const EXACT_BUDGET: usize = 1 << 24;
+const SCAN_BUDGET: usize = 1 << 22;
+
+/// How the candidates of a query are found in the projected bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CandidateSearch {
+    /// Matrix product with the whole projected bank, top-k per query.
+    #[default]
+    Scan,
+    /// kiddo k-d tree (`dims` must be one of [`TREE_DIMS`]).
+    KdTree,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApproxOptions {
+    /// PCA dimensions of the candidate search.
+    pub dims: usize,
+    /// Candidates per query, re-ranked exactly.
+    pub candidates: usize,
+    /// Keep the normalised bank for re-ranking as f16 (half the memory; scores to ~1e-3).
+    pub f16_bank: bool,
+    /// Seed of the PCA's random start.
+    pub seed: u64,
+    pub search: CandidateSearch,
+}
+
+impl Default for ApproxOptions {
+    fn default() -> Self {
+        Self {
+            dims: 64,
+            candidates: 32,
+            f16_bank: false,
+            seed: 0,
+            search: CandidateSearch::Scan,
+        }
+    }
+}
+
+/// Normalised bank rows, [M, D] row-major.
+enum Bank {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl Bank {
+    fn bytes(&self) -> usize {
+        match self {
+            Bank::F32(v) => v.len() * 4,
+            Bank::F16(v) => v.len() * 2,
+        }
+    }
+
+    /// Dot product of `q` with row `r` (of length `q.len()`).
+    fn dot(&self, q: &[f32], r: usize) -> f32 {
+        let d = q.len();
+        match self {
+            Bank::F32(b) => dot(q, &b[r * d..(r + 1) * d]),
+            Bank::F16(b) => dot_f16(q, &b[r * d..(r + 1) * d]),
+        }
+    }
+}
+
+/// The k-d tree over projected rows plus the residual coordinate: K = dims + 1.
+enum Tree {
+    D16(ImmutableKdTree<f32, 17>),
+    D24(ImmutableKdTree<f32, 25>),
+    D32(ImmutableKdTree<f32, 33>),
+    D48(ImmutableKdTree<f32, 49>),
+    D64(ImmutableKdTree<f32, 65>),
+}
+
+impl Tree {
+    /// `coords` [M, dims + 1] row-major.
+    fn build(dims: usize, coords: &[f32]) -> Result<Self> {
+        Ok(match dims {
+            16 => Tree::D16(build_tree::<17>(coords)?),
+            24 => Tree::D24(build_tree::<25>(coords)?),
+            32 => Tree::D32(build_tree::<33>(coords)?),
+            48 => Tree::D48(build_tree::<49>(coords)?),
+            64 => Tree::D64(build_tree::<65>(coords)?),
+            _ => candle_core::bail!(
+                "approx matcher: the k-d tree takes dims in {TREE_DIMS:?}, not {dims}"
+            ),
+        })
+    }
+
+    /// Bank indices of the `k` nearest rows to `point` (length dims + 1), nearest first.
+    fn nearest(&self, point: &[f32], k: NonZeroUsize, out: &mut Vec<u32>) {
+        match self {
+            Tree::D16(t) => nearest_in(t, point, k, out),
+            Tree::D24(t) => nearest_in(t, point, k, out),
+            Tree::D32(t) => nearest_in(t, point, k, out),
+            Tree::D48(t) => nearest_in(t, point, k, out),
+            Tree::D64(t) => nearest_in(t, point, k, out),
+        }
+    }
+}
+
+fn build_tree<const K: usize>(coords: &[f32]) -> Result<ImmutableKdTree<f32, K>> {
+    let points: Vec<[f32; K]> = coords
+        .chunks_exact(K)
+        .map(|c| {
+            let mut p = [0f32; K];
+            p.copy_from_slice(c);
+            p
+        })
+        .collect();
+    ImmutableKdTree::new_from_slice(&points)
+        .map_err(|e| candle_core::Error::Msg(format!("approx matcher: k-d tree: {e:?}")))
+}
+
+fn nearest_in<const K: usize>(
+    tree: &ImmutableKdTree<f32, K>,
+    point: &[f32],
+    k: NonZeroUsize,
+    out: &mut Vec<u32>,
+) {
+    let mut p = [0f32; K];
+    p.copy_from_slice(point);
+    out.clear();
+    out.extend(
+        tree.query(&p)
+            .nearest_n::<SquaredEuclidean<f32>>(k)
+            .execute()
+            .into_iter()
+            .map(|r| r.item),
+    );
+}
+
+enum Candidates {
+    /// `[Pb, mu.b, RHO |r_b|]` transposed: [dims + 2, M].
+    Scan(Tensor),
+    /// Points `[Pb, |r_b|]`.
+    Tree(Tree),
+}
+
+struct Projected {
+    /// Orthonormal PCA basis with the bank mean as one more column, [D, dims + 1]: one product
+    /// gives a query's projection and its dot product with the mean.
+    basis: Tensor,
+    dims: usize,
+    /// The bank mean projected on the basis, [dims].
+    mean_proj: Vec<f32>,
+    /// |mu|^2.
+    mean_sq: f32,
+    candidates: Candidates,
+    bank: Bank,
+}
+
+enum Mode {
+    /// Brute force (small bank).
+    Exact(ExactMatcher),
+    Approx(Projected),
+}
+
+pub struct ApproxMatcher {
+    mode: Mode,
+    len: usize,
+    dim: usize,
+    opts: ApproxOptions,
+    device: Device,
+}
+
+impl ApproxMatcher {
+    /// `bank` [M, D], raw (it is normalised here).
+    pub fn new(bank: &Tensor, opts: ApproxOptions) -> Result<Self> {
+        if opts.dims == 0 || opts.dims > MAX_DIMS {
+            candle_core::bail!(
+                "approx matcher: dims {} is not in 1..={MAX_DIMS}",
+                opts.dims
+            );
+        }
+        if opts.search == CandidateSearch::KdTree && !TREE_DIMS.contains(&opts.dims) {
+            candle_core::bail!(
+                "approx matcher: the k-d tree takes dims in {TREE_DIMS:?}, not {}",
+                opts.dims
+            );
+        }
+        if opts.candidates == 0 {
+            candle_core::bail!("approx matcher: candidates must be at least 1");
+        }
+        let (len, dim) = bank.dims2()?;
+        let device = bank.device().clone();
+        let mode = if len <= 4 * opts.candidates || len < 512 || dim <= 2 * opts.dims {
+            Mode::Exact(ExactMatcher::new(bank, EXACT_BUDGET)?)
+        } else {
+            Mode::Approx(Projected::new(bank, &opts)?)
+        };
+        Ok(Self {
+            mode,
+            len,
+            dim,
+            opts,
+            device,
+        })
+    }
+
+    /// Whether queries go through the projection (false: the bank is small and searched exactly).
+    pub fn is_approximate(&self) -> bool {
+        matches!(self.mode, Mode::Approx(_))
+    }
+
+    pub fn options(&self) -> &ApproxOptions {
+        &self.opts
+    }
+
+    /// Bytes held for the bank: the re-ranking copy, the projected bank (or k-d tree, estimated)
+    /// and the basis; or the exact matcher's f32 copy.
+    pub fn memory_bytes(&self) -> usize {
+        match &self.mode {
+            Mode::Exact(_) => self.len * self.dim * 4,
+            Mode::Approx(p) => {
+                let dims = self.opts.dims;
+                let search = match p.candidates {
+                    Candidates::Scan(_) => self.len * (dims + 2) * 4,
+                    // Points and item ids, plus about a quarter for the stems.
+                    Candidates::Tree(_) => self.len * ((dims + 1) * 4 + 4) * 5 / 4,
+                };
+                p.bank.bytes() + search + self.dim * (dims + 1) * 4
+            }
+        }
+    }
+}
+
+impl Projected {
+    fn new(bank: &Tensor, opts: &ApproxOptions) -> Result<Self> {
+        let cpu = Device::Cpu;
+        let normed = normalize_rows(&bank.to_device(&cpu)?.to_dtype(DType::F32)?)?.contiguous()?;
+        let mean = normed.mean_keepdim(0)?; // [1, D]
+        let centred = normed.broadcast_sub(&mean)?;
+        let basis = pca_basis(&centred, opts.dims, opts.seed)?; // [D, dims]
+        let proj = centred.matmul(&basis)?; // [M, dims]
+
+        // |r_b|: the length of each centred row outside the principal subspace.
+        let total = centred.sqr()?.sum_keepdim(1)?;
+        let inside = proj.sqr()?.sum_keepdim(1)?;
+        let residual = (total - inside)?.clamp(0f32, f32::MAX)?.sqrt()?; // [M, 1]
+        let candidates = match opts.search {
+            CandidateSearch::Scan => {
+                let bias = normed.matmul(&mean.t()?)?; // mu.b, [M, 1]
+                let res = (&residual * RHO as f64)?;
+                Candidates::Scan(Tensor::cat(&[&proj, &bias, &res], 1)?.t()?.contiguous()?)
+            }
+            CandidateSearch::KdTree => {
+                let coords: Vec<f32> = Tensor::cat(&[&proj, &residual], 1)?
+                    .flatten_all()?
+                    .to_vec1()?;
+                Candidates::Tree(Tree::build(opts.dims, &coords)?)
+            }
+        };
+        let rows: Vec<f32> = normed.flatten_all()?.to_vec1()?;
+        let bank = if opts.f16_bank {
+            Bank::F16(rows.iter().map(|&v| f16::from_f32(v)).collect())
+        } else {
+            Bank::F32(rows)
+        };
+        let mean_proj = mean.matmul(&basis)?.flatten_all()?.to_vec1()?;
+        let mean_sq = mean.sqr()?.sum_all()?.to_scalar::<f32>()?;
+        let basis = Tensor::cat(&[&basis, &mean.t()?], 1)?.contiguous()?;
+        Ok(Self {
+            basis,
+            dims: opts.dims,
+            mean_proj,
+            mean_sq,
+            candidates,
+            bank,
+        })
+    }
+
+    /// (index, cosine) of the best bank row for every row of `queries` [N, D] (f32, CPU).
+    fn best(&self, queries: &Tensor, k: usize) -> Result<Vec<(u32, f32)>> {
+        let (n, d) = queries.dims2()?;
+        let dims = self.dims;
+        let queries = queries.contiguous()?;
+        let (storage, layout) = queries.storage_and_layout();
+        let q: &[f32] = match &*storage {
+            Storage::Cpu(s) => &s.as_slice::<f32>()?[layout.start_offset()..][..n * d],
+            _ => candle_core::bail!("approx matcher: queries must be on the CPU"),
+        };
+        let inv_norm: Vec<f32> = q
+            .par_chunks(d.max(1))
+            .map(|r| 1.0 / dot(r, r).sqrt().max(1e-8))
+            .collect();
+        // Projection is linear: project the raw rows, then scale by 1/|q| and centre. Each row
+        // becomes [Pq, |r_q|] (|r_q| from |q - mu|^2 = 1 - 2 q.mu + |mu|^2, q of unit length).
+        let raw: Vec<f32> = queries.matmul(&self.basis)?.flatten_all()?.to_vec1()?;
+        let mut proj = vec![0f32; n * (dims + 1)];
+        proj.par_chunks_mut(dims + 1)
+            .zip(raw.par_chunks(dims + 1))
+            .zip(&inv_norm)
+            .for_each(|((p, r), &s)| {
+                let mut inside = 0f32;
+                for ((x, &y), m) in p.iter_mut().zip(r).zip(&self.mean_proj) {
+                    *x = y * s - m;
+                    inside += *x * *x;
+                }
+                let q_mu = r[dims] * s;
+                p[dims] = (1.0 - 2.0 * q_mu + self.mean_sq - inside).max(0.0).sqrt();
+            });
+        let rerank = |i: usize, cands: &mut Vec<u32>| -> (u32, f32) {
+            // Bank order: the rows are read at ascending addresses.
+            cands.sort_unstable();
+            let qi = &q[i * d..(i + 1) * d];
+            let mut best = (u32::MAX, f32::NEG_INFINITY);
+            for &c in cands.iter() {
+                let s = self.bank.dot(qi, c as usize);
+                // Ties go to the lower index, as the exact matcher's argmax does.
+                if s > best.1 {
+                    best = (c, s);
+                }
+            }
+            (best.0, best.1 * inv_norm[i])
+        };
+        match &self.candidates {
+            Candidates::Tree(tree) => {
+                let k = NonZeroUsize::new(k).expect("k >= 1");
+                Ok((0..n)
+                    .into_par_iter()
+                    .map_init(
+                        || (vec![0f32; dims + 1], Vec::with_capacity(k.get())),
+                        |(point, cands), i| {
+                            let p = &proj[i * (dims + 1)..(i + 1) * (dims + 1)];
+                            point[..dims].copy_from_slice(&p[..dims]);
+                            point[dims] = RHO * p[dims];
+                            tree.nearest(point, k, cands);
+                            rerank(i, cands)
+                        },
+                    )
+                    .collect())
+            }
+            Candidates::Scan(bank_t) => {
+                let m = bank_t.dim(1)?;
+                let chunk = (SCAN_BUDGET / m).clamp(1, n.max(1));
+                let mut out = Vec::with_capacity(n);
+                let mut qa = Vec::with_capacity(chunk * (dims + 2));
+                for start in (0..n).step_by(chunk) {
+                    let rows = chunk.min(n - start);
+                    qa.clear();
+                    for p in
+                        proj[start * (dims + 1)..(start + rows) * (dims + 1)].chunks_exact(dims + 1)
+                    {
+                        qa.extend_from_slice(&p[..dims]);
+                        qa.push(1.0);
+                        qa.push(p[dims]);
+                    }
+                    let est =
+                        Tensor::from_slice(&qa, (rows, dims + 2), &Device::Cpu)?.matmul(bank_t)?;
+                    let (st, sl) = est.storage_and_layout();
+                    let est: &[f32] = match &*st {
+                        Storage::Cpu(s) => &s.as_slice::<f32>()?[sl.start_offset()..][..rows * m],
+                        _ => candle_core::bail!("approx matcher: scores left the CPU"),
+                    };
+                    out.par_extend(est.par_chunks(m).enumerate().map_init(
+                        || (Vec::with_capacity(4 * k), Vec::with_capacity(k)),
+                        |(top, cands), (j, e)| {
+                            top_k(e, k, top);
+                            cands.clear();
+                            cands.extend(top.iter().map(|t: &(f32, u32)| t.1));
+                            rerank(start + j, cands)
+                        },
+                    ));
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// The `k` largest values of `x` with their indices (unordered) into `top`. NaN never enters.
+///
+/// Values above a running threshold go into a buffer of 4k; when it fills, it is cut back to its
+/// k largest and the threshold becomes the k-th: most values cost one comparison.
+fn top_k(x: &[f32], k: usize, top: &mut Vec<(f32, u32)>) {
+    top.clear();
+    let k = k.min(x.len());
+    if k == 0 {
+        return;
+    }
+    let cap = 4 * k;
+    let mut threshold = f32::NEG_INFINITY;
+    let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    for (i, &v) in x.iter().enumerate() {
+        if v > threshold {
+            top.push((v, i as u32));
+            if top.len() == cap {
+                top.select_nth_unstable_by(k - 1, desc);
+                top.truncate(k);
+                threshold = top[k - 1].0;
+            }
+        }
+    }
+    if top.len() > k {
+        top.select_nth_unstable_by(k - 1, desc);
+        top.truncate(k);
+    }
+}
+
+impl PatchMatcher for ApproxMatcher {
+    fn best(&self, queries: &Tensor) -> Result<Matches> {
+        let p = match &self.mode {
+            Mode::Exact(m) => return m.best(queries),
+            Mode::Approx(p) => p,
+        };
+        let (n, d) = queries.dims2()?;
+        if d != self.dim {
+            candle_core::bail!(
+                "approx matcher: queries have {d} columns, the bank {}",
+                self.dim
+            );
+        }
+        if n == 0 {
+            let index = Tensor::zeros(0, DType::U32, &self.device)?;
+            return Ok(Matches {
+                index,
+                score: Vec::new(),
+            });
+        }
+        let q = queries.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let best = p.best(&q, self.opts.candidates.min(self.len))?;
+        let index: Vec<u32> = best.iter().map(|b| b.0).collect();
+        let score: Vec<f32> = best.iter().map(|b| b.1).collect();
+        let index = Tensor::from_vec(index, n, &Device::Cpu)?.to_device(&self.device)?;
+        Ok(Matches { index, score })
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn name(&self) -> &'static str {
+        "approx"
+    }
+}
+
+/// Top `dims` principal directions of the rows of `centred` [M, D], as columns of [D, dims].
+///
+/// Randomised subspace iteration: a seeded Gaussian [D, l] block, `POWER_ITERATIONS` products
+/// with XᵀX, each followed by modified Gram-Schmidt, then Rayleigh-Ritz (Jacobi eigenvectors of
+/// the small l x l matrix) to rotate the block onto the principal directions, ordered.
+fn pca_basis(centred: &Tensor, dims: usize, seed: u64) -> Result<Tensor> {
+    let (m, d) = centred.dims2()?;
+    let l = (dims + OVERSAMPLING).min(d).min(m);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let start: Vec<f32> = (0..d * l).map(|_| gaussian(&mut rng)).collect();
+    let mut z = orthonormal_columns(start, d, l);
+    let xt = centred.t()?;
+    for _ in 0..POWER_ITERATIONS {
+        let zt = Tensor::from_vec(z, (d, l), &Device::Cpu)?;
+        let y = centred.matmul(&zt)?; // [M, l]
+        let w: Vec<f32> = xt.matmul(&y)?.flatten_all()?.to_vec1()?; // [D, l]
+        z = orthonormal_columns(w, d, l);
+    }
+    // Rayleigh-Ritz: S = (XZ)ᵀ(XZ), eigenvectors sorted by eigenvalue.
+    let zt = Tensor::from_vec(z, (d, l), &Device::Cpu)?;
+    let y = centred.matmul(&zt)?;
+    let s: Vec<f32> = y.t()?.matmul(&y)?.flatten_all()?.to_vec1()?;
+    let s: Vec<f64> = s.into_iter().map(f64::from).collect();
+    let (values, vectors) = jacobi_eigen(s, l);
+    let mut order: Vec<usize> = (0..l).collect();
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    let mut rot = vec![0f32; l * dims];
+    for (j, &o) in order.iter().take(dims).enumerate() {
+        for i in 0..l {
+            rot[i * dims + j] = vectors[i * l + o] as f32;
+        }
+    }
+    let rot = Tensor::from_vec(rot, (l, dims), &Device::Cpu)?;
+    let basis = zt.matmul(&rot)?; // [D, dims]
+                                  // One more Gram-Schmidt pass so the basis is orthonormal to f32 precision (the residual
+                                  // coordinate relies on it).
+    let b: Vec<f32> = basis.flatten_all()?.to_vec1()?;
+    Tensor::from_vec(orthonormal_columns(b, d, dims), (d, dims), &Device::Cpu)
+}
+
+fn gaussian(rng: &mut ChaCha8Rng) -> f32 {
+    // Box-Muller, so the stream depends only on the seed.
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// Modified Gram-Schmidt on the columns of `a` [rows, cols] (row-major), in f64. A column that
+/// vanishes (rank deficiency) is replaced by a coordinate vector orthogonalised in turn.
+fn orthonormal_columns(a: Vec<f32>, rows: usize, cols: usize) -> Vec<f32> {
+    let mut c: Vec<Vec<f64>> = (0..cols)
+        .map(|j| (0..rows).map(|i| a[i * cols + j] as f64).collect())
+        .collect();
+    let mut fill = 0usize;
+    for j in 0..cols {
+        let (done, rest) = c.split_at_mut(j);
+        let v = &mut rest[0];
+        let before = norm(v);
+        for _attempt in 0..=rows {
+            for u in done.iter() {
+                let p: f64 = u.iter().zip(v.iter()).map(|(a, b)| a * b).sum();
+                v.iter_mut().zip(u).for_each(|(x, y)| *x -= p * y);
+            }
+            let nv = norm(v);
+            if nv > 1e-10 * before.max(1e-300) && nv > 1e-300 {
+                v.iter_mut().for_each(|x| *x /= nv);
+                break;
+            }
+            v.iter_mut().for_each(|x| *x = 0.0);
+            v[fill % rows] = 1.0;
+            fill += 1;
+        }
+    }
+    let mut out = vec![0f32; rows * cols];
+    for (j, col) in c.iter().enumerate() {
+        for (i, &x) in col.iter().enumerate() {
+            out[i * cols + j] = x as f32;
+        }
+    }
+    out
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// Eigen-decomposition of the symmetric `n` x `n` matrix `a` (row-major) by cyclic Jacobi
+/// rotations: (eigenvalues, eigenvectors as the columns of an n x n row-major matrix).
+fn jacobi_eigen(mut a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut v = vec![0f64; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-300);
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j] * a[i * n + j])
+            .sum::<f64>()
+            .sqrt();
+        if off <= 1e-14 * scale {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = a[p * n + q];
+                if apq.abs() <= 1e-300 {
+                    continue;
+                }
+                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                // A <- Jᵀ A J on rows/columns p and q.
+                for k in 0..n {
+                    let akp = a[k * n + p];
+                    let akq = a[k * n + q];
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let apk = a[p * n + k];
+                    let aqk = a[q * n + k];
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+                for k in 0..n {
+                    let vkp = v[k * n + p];
+                    let vkq = v[k * n + q];
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    ((0..n).map(|i| a[i * n + i]).collect(), v)
+}
+
+/// Dot product of two f32 rows.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { simd::dot(a, b) };
+        }
+    }
+    dot_scalar(a, b.iter().copied())
+}
+
+/// Dot product of an f32 row with an f16 row.
+fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
+            return unsafe { simd::dot_f16(a, b) };
+        }
+    }
+    dot_scalar(a, b.iter().map(|x| x.to_f32()))
+}
+
+/// Eight running sums, so the compiler can keep them in one vector register.
+fn dot_scalar(a: &[f32], b: impl Iterator<Item = f32>) -> f32 {
+    let mut acc = [0f32; 8];
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        acc[i % 8] += x * y;
+    }
+    acc.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+            s1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 8)),
+                _mm256_loadu_ps(pb.add(i + 8)),
+                s1,
+            );
+            i += 16;
+        }
+        let mut s = hsum(_mm256_add_ps(s0, s1));
+        while i < n {
+            s += a[i] * b[i];
+            i += 1;
+        }
+        s
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+        let n = a.len().min(b.len());
+        let pa = a.as_ptr();
+        let pb = b.as_ptr() as *const u16;
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= n {
+            let h0 = _mm256_cvtph_ps(_mm_loadu_si128(pb.add(i) as *const __m128i));
+            let h1 = _mm256_cvtph_ps(_mm_loadu_si128(pb.add(i + 8) as *const __m128i));
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), h0, s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), h1, s1);
+            i += 16;
+        }
+        let mut s = hsum(_mm256_add_ps(s0, s1));
+        while i < n {
+            s += a[i] * b[i].to_f32();
+            i += 1;
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jacobi_diagonalises() {
+        let a = vec![4.0, 1.0, 2.0, 1.0, 3.0, 0.5, 2.0, 0.5, 1.0];
+        let (vals, vecs) = jacobi_eigen(a.clone(), 3);
+        for k in 0..3 {
+            for i in 0..3 {
+                let av: f64 = (0..3).map(|j| a[i * 3 + j] * vecs[j * 3 + k]).sum();
+                assert!((av - vals[k] * vecs[i * 3 + k]).abs() < 1e-10);
+            }
+        }
+    }
+
+    #[test]
+    fn gram_schmidt_gives_orthonormal_columns_even_when_rank_deficient() {
+        // Third column = first + second.
+        let a = vec![1., 0., 1., 1., 1., 2., 0., 1., 1., 2., 0., 2.];
+        let q = orthonormal_columns(a, 4, 3);
+        for x in 0..3 {
+            for y in 0..3 {
+                let p: f32 = (0..4).map(|i| q[i * 3 + x] * q[i * 3 + y]).sum();
+                let want = if x == y { 1.0 } else { 0.0 };
+                assert!((p - want).abs() < 1e-5, "{x},{y}: {p}");
+            }
+        }
+    }
+
+    #[test]
+    fn simd_and_scalar_dots_agree() {
+        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let h: Vec<f16> = b.iter().map(|&x| f16::from_f32(x)).collect();
+        let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - want).abs() < 1e-4);
+        assert!((dot_f16(&a, &h) - want).abs() < 1e-2);
+        assert!((dot_scalar(&a, b.iter().copied()) - want).abs() < 1e-4);
+    }
+
+    #[test]
+    fn principal_directions_of_a_planted_subspace() -> Result<()> {
+        // Rows spread along e0 (large) and e1 (smaller) plus small noise in 40 dims.
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (m, d) = (600, 40);
+        let mut x = vec![0f32; m * d];
+        for r in 0..m {
+            x[r * d] = 5.0 * gaussian(&mut rng);
+            x[r * d + 1] = 2.0 * gaussian(&mut rng);
+            for c in 2..d {
+                x[r * d + c] = 0.05 * gaussian(&mut rng);
+            }
+        }
+        let t = Tensor::from_vec(x, (m, d), &Device::Cpu)?;
+        let t = t.broadcast_sub(&t.mean_keepdim(0)?)?;
+        let b: Vec<f32> = pca_basis(&t, 16, 3)?.flatten_all()?.to_vec1()?;
+        assert!(b[0].abs() > 0.999, "first direction {}", b[0]);
+        assert!(b[16 + 1].abs() > 0.999, "second direction {}", b[17]);
+        Ok(())
+    }
+}
