@@ -1,6 +1,5 @@
 //! `compare` (MRF and Gram side by side, with a report) and `metrics` (score one image).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -122,7 +121,7 @@ pub fn compare(
             let runs = compare_one(
                 &vgg,
                 &weights,
-                &[file.clone()],
+                std::slice::from_ref(&file),
                 &styles,
                 None,
                 &a,
@@ -179,7 +178,7 @@ fn compare_one(
     a: &CompareArgs,
     dir: &Path,
     progress: &mut Progress,
-) -> Result<Vec<(String, BTreeMap<String, f64>)>, CliError> {
+) -> Result<Vec<report::RunMetrics>, CliError> {
     let (w, h) = match (content, &a.size) {
         (Some(c), _) => image_io::dims_for_long_side(c.width, c.height, a.long_side),
         (None, Some(s)) => parse_size(s)?,

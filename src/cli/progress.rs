@@ -132,7 +132,7 @@ impl Observer for Progress {
                 bar.set_message(format!("loss {:.4e}", info.loss));
             }
             (None, Mode::Lines)
-                if info.iteration % 10 == 0 || info.iteration == self.iterations =>
+                if info.iteration.is_multiple_of(10) || info.iteration == self.iterations =>
             {
                 let left = (self.iterations.saturating_sub(info.iteration)) as f64 / rate.max(1e-9);
                 eprintln!(
@@ -150,7 +150,7 @@ impl Observer for Progress {
         }
         if self
             .save_every
-            .is_some_and(|n| n > 0 && info.iteration % n == 0)
+            .is_some_and(|n| n > 0 && info.iteration.is_multiple_of(n))
         {
             let img = RgbImageF32::new(width, height, image.to_vec());
             let path = self.intermediate_path(info.iteration);

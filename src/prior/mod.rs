@@ -42,10 +42,7 @@ pub trait FeatureLoss: Send {
     }
 }
 
-pub(crate) fn feature<'a>(
-    features: &'a BTreeMap<LayerId, Tensor>,
-    layer: LayerId,
-) -> Result<&'a Tensor> {
+pub(crate) fn feature(features: &BTreeMap<LayerId, Tensor>, layer: LayerId) -> Result<&Tensor> {
     features
         .get(&layer)
         .ok_or_else(|| candle_core::Error::Msg(format!("features of {layer} were not computed")))

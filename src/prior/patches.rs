@@ -263,8 +263,8 @@ mod tests {
         assert_eq!(p.dims(), &[3 * 2, c * 9]);
         let pv: Vec<Vec<f32>> = p.to_vec2()?;
         // Patch at position (py=1, px=1) -> top-left (2, 2); element c=1, ky=2, kx=0.
-        let row = 1 * 2 + 1;
-        assert_eq!(pv[row][9 + 2 * 3], data[(1 * h + 4) * w + 2]);
+        let row = 2 + 1;
+        assert_eq!(pv[row][9 + 2 * 3], data[(h + 4) * w + 2]);
         // <unfold(x), g> == <x, fold(g)>
         let g = Tensor::rand(0f32, 1f32, p.dims(), &Device::Cpu)?;
         let lhs = (p * &g)?.sum_all()?.to_scalar::<f32>()?;

@@ -24,6 +24,11 @@ pub struct RunSummary {
     pub sidecar: serde_json::Value,
 }
 
+/// One run of a batch: its label and flattened metrics.
+pub type RunMetrics = (String, BTreeMap<String, f64>);
+/// One style image of a batch: its name and its runs.
+pub type BatchRow = (String, Vec<RunMetrics>);
+
 /// Flattens a metrics JSON object into rows `name` or `name/key` with a number each.
 pub fn flatten_metrics(v: &serde_json::Value) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
@@ -130,7 +135,7 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 pub fn write_batch(
     dir: &Path,
     title: &str,
-    rows: &[(String, Vec<(String, BTreeMap<String, f64>)>)],
+    rows: &[BatchRow],
     help: &[(&str, &str)],
 ) -> anyhow::Result<()> {
     let metric_names: std::collections::BTreeSet<String> = rows

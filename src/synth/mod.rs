@@ -401,6 +401,9 @@ fn check_sizes(
     Ok(())
 }
 
+/// A level's priors, and the style patch count of each MRF layer.
+type LevelPriors<'a> = (Vec<Box<dyn FeatureLoss + 'a>>, Vec<usize>);
+
 /// The priors of one level, built at that level's scale.
 fn level_priors<'a>(
     vgg: &Vgg19,
@@ -409,7 +412,7 @@ fn level_priors<'a>(
     task: &Task<'_>,
     level: &Level,
     params: &Params,
-) -> anyhow::Result<(Vec<Box<dyn FeatureLoss + 'a>>, Vec<usize>)> {
+) -> anyhow::Result<LevelPriors<'a>> {
     let level_styles: Vec<RgbImageF32> = styles
         .iter()
         .map(|s| augment::scaled(s, level.style_factor))

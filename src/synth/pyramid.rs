@@ -22,6 +22,7 @@ fn scale_dim(v: u32, f: f32) -> u32 {
 
 /// Levels from coarsest to finest. Coarse levels are dropped (with a note) when the output
 /// would be too small for the deepest layer, or the style too poor in patches at any MRF layer.
+#[allow(clippy::too_many_arguments)] // a flat list of the sizes and knobs the plan reads
 pub fn plan(
     out: (u32, u32),
     style: (u32, u32),

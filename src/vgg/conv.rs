@@ -238,6 +238,13 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// A method call makes closures capture the whole wrapper (which is Sync), not its field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// 3x3 convolution of one image `x` [cin, h, w] with tap-major weights [9][cout][cin].
 ///
 /// With the input zero-padded to rows of `w + 2`, the output at wide position `n = y*(w+2) + x`
@@ -307,12 +314,11 @@ pub fn conv3x3_cpu(
     let dst_ptr = SendPtr(wide.as_mut_ptr());
     let padded = &padded;
     bands.par_iter().for_each(|&(c0, c1)| {
-        let dst_ptr = dst_ptr;
         let ncols = c1 - c0;
         // SAFETY: bands cover disjoint column ranges [c0, c1) of every output row, and `wide`
         // outlives the parallel loop.
         unsafe {
-            let dst = dst_ptr.0.add(c0);
+            let dst = dst_ptr.get().add(c0);
             for o in 0..cout {
                 let v = bias.map_or(0.0, |b| b[o]);
                 std::slice::from_raw_parts_mut(dst.add(o * plane_out), ncols).fill(v);
