@@ -132,6 +132,15 @@ pub struct SynthArgs {
     /// Patch search: exact (normalised cross-correlation) or approx (PCA + candidates + exact re-rank; faster on big banks).
     #[arg(long, default_value = "exact", value_name = "exact|approx")]
     pub matcher: String,
+    /// Colour-coded region maps of the style image(s), comma-separated, one per style (needs --target-map).
+    #[arg(long, value_delimiter = ',', value_name = "MAP[,MAP..]")]
+    pub style_map: Vec<PathBuf>,
+    /// Region map of the output: regions draw their patches from the same colour in the style maps.
+    #[arg(long, value_name = "MAP")]
+    pub target_map: Option<PathBuf>,
+    /// Weight of the maps in the matching (1: as much as the features).
+    #[arg(long, default_value_t = 2.0)]
+    pub map_weight: f32,
     /// Make a seamless tile (the output wraps around; sides rounded to multiples of 16).
     #[arg(long)]
     pub tileable: bool,

@@ -272,6 +272,7 @@ fn texture(
     };
     let mut params = params_from(&a.synth, w, h)?;
     params.init = parse_init(&a.init, false)?;
+    params.guides = guides_from(&a.synth, styles.len())?;
     params.validate().map_err(|e| CliError::usage(chain(&e)))?;
     let dev = device(a.synth.device)?;
     let (weights, vgg) = load_network(weights_path, pooling(a.synth.pool), &dev, Some(&progress))?;
@@ -329,6 +330,7 @@ fn transfer(
         .parse()
         .map_err(|e| CliError::usage(format!("--content-layer: {e}")))?;
     params.init = parse_init(&a.init, true)?;
+    params.guides = guides_from(&a.synth, styles.len())?;
     params.validate().map_err(|e| CliError::usage(chain(&e)))?;
     let dev = device(a.synth.device)?;
     let (weights, vgg) = load_network(weights_path, pooling(a.synth.pool), &dev, Some(&progress))?;
@@ -362,6 +364,38 @@ fn classify(e: &anyhow::Error) -> CliError {
         CliError::input(msg)
     } else {
         failure(msg)
+    }
+}
+
+/// The guide maps, checked against the style count (both or neither map flag).
+fn guides_from(a: &SynthArgs, styles: usize) -> Result<Option<synth::Guides>, CliError> {
+    match (&a.style_map[..], &a.target_map) {
+        ([], None) => Ok(None),
+        ([], Some(_)) | (_, None) => {
+            Err(CliError::usage("--style-map and --target-map go together"))
+        }
+        (maps, Some(target)) => {
+            if maps.len() != styles {
+                return Err(CliError::usage(format!(
+                    "--style-map has {} maps for {styles} style images",
+                    maps.len()
+                )));
+            }
+            if !(a.map_weight.is_finite() && a.map_weight >= 0.0 && a.map_weight <= 1000.0) {
+                return Err(CliError::usage(format!(
+                    "--map-weight must be in [0, 1000], got {}",
+                    a.map_weight
+                )));
+            }
+            Ok(Some(synth::Guides {
+                style_maps: maps
+                    .iter()
+                    .map(|m| load_image(m, "--style-map"))
+                    .collect::<Result<_, _>>()?,
+                target_map: load_image(target, "--target-map")?,
+                weight: a.map_weight,
+            }))
+        }
     }
 }
 

@@ -36,6 +36,8 @@ pub struct MrfLayer {
     pub stride: usize,
     /// The image being made wraps around (seamless tiles): patches cross its edges.
     pub wrap: bool,
+    /// Guide channels of the image being made at this layer ([3, H, W], scaled as the bank's).
+    pub guide: Option<Tensor>,
     /// End offsets in the bank of each style image's patches (several exemplars).
     pub style_ends: Vec<usize>,
     /// Raw style patches [M, C*k*k]: the targets.
@@ -60,6 +62,7 @@ impl MrfLayer {
             stride,
             wrap: false,
             style_ends: Vec::new(),
+            guide: None,
             bank,
             matcher,
             last: MrfStats::default(),
@@ -74,6 +77,11 @@ impl MrfLayer {
     pub fn loss_and_grad(&mut self, f: &Tensor) -> Result<(f64, Tensor)> {
         let (_, c, h, w) = f.dims4()?;
         let f = f.squeeze(0)?;
+        let f = match &self.guide {
+            Some(g) => Tensor::cat(&[&f, g], 0)?,
+            None => f,
+        };
+        let channels = f.dim(0)?;
         let queries = if self.wrap {
             unfold_wrapped(&f, self.patch, self.stride)?
         } else {
@@ -86,7 +94,20 @@ impl MrfLayer {
         let scale = self.weight / coverage;
         let loss = 0.5 * scale * sum_sq_f64(&diff)?;
         let fold_fn = if self.wrap { fold_wrapped } else { fold };
-        let grad = fold_fn(&diff.affine(scale, 0.0)?, c, h, w, self.patch, self.stride)?;
+        let grad = fold_fn(
+            &diff.affine(scale, 0.0)?,
+            channels,
+            h,
+            w,
+            self.patch,
+            self.stride,
+        )?;
+        // Guide channels are constants: only the features' part of the gradient flows back.
+        let grad = if channels > c {
+            grad.narrow(0, 0, c)?
+        } else {
+            grad
+        };
 
         let mut used: Vec<u32> = matches.index.to_vec1()?;
         used.sort_unstable();

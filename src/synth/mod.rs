@@ -67,6 +67,15 @@ impl std::str::FromStr for PriorKind {
     }
 }
 
+/// Colour-coded region maps (after neural-doodle): one per style image, and one for the output.
+#[derive(Debug, Clone)]
+pub struct Guides {
+    pub style_maps: Vec<RgbImageF32>,
+    pub target_map: RgbImageF32,
+    /// Weight of the map channels relative to the features' RMS at each layer.
+    pub weight: f32,
+}
+
 /// How style patches are searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,6 +149,9 @@ pub struct Params {
     /// Largest block of match scores held at once, in floats.
     pub match_budget: usize,
     pub matcher: MatcherKind,
+    /// Guide maps for the MRF prior (texture and transfer).
+    #[serde(skip)]
+    pub guides: Option<Guides>,
     /// Refuse a run whose estimated peak memory exceeds this (default: the memory available).
     pub max_memory: Option<u64>,
 }
@@ -181,6 +193,7 @@ impl Default for Params {
             seed: 0,
             match_budget: 1 << 24,
             matcher: MatcherKind::Exact,
+            guides: None,
             max_memory: None,
         }
     }
@@ -423,15 +436,25 @@ fn level_priors<'a>(
         // One bank per layer from every style (and its variants), remembering where each
         // style's patches end so the run can report which sample it drew from.
         let mut per_style = Vec::new();
-        for s in &level_styles {
+        let mut map_scales = Vec::new();
+        for (k, s) in level_styles.iter().enumerate() {
             let variants = augment::variants(s, params.rotations, params.scales);
-            per_style.push(style::mrf_banks(
+            let maps = params.guides.as_ref().map(|g| {
+                let m = resize(&g.style_maps[k], s.width, s.height);
+                augment::variants(&m, params.rotations, params.scales)
+            });
+            let weight = params.guides.as_ref().map_or(0.0, |g| g.weight);
+            let (banks, scales) = style::guided_mrf_banks(
                 vgg,
                 &variants,
+                maps.as_deref(),
+                weight,
                 &params.mrf_layers,
                 params.patch_size,
                 params.stride,
-            )?);
+            )?;
+            per_style.push(banks);
+            map_scales.push(scales);
         }
         let mut layers = Vec::new();
         for (i, layer) in params.mrf_layers.iter().enumerate() {
@@ -464,6 +487,17 @@ fn level_priors<'a>(
                 params.stride,
             );
             l.style_ends = ends;
+            if let Some(g) = &params.guides {
+                let d = layer.downsampling();
+                let (fw, fh) = ((level.width >> d) as usize, (level.height >> d) as usize);
+                l.guide = Some(style::map_channels(
+                    &g.target_map,
+                    fw,
+                    fh,
+                    map_scales[0][i],
+                    vgg.device(),
+                )?);
+            }
             layers.push(l);
         }
         priors.push(Box::new(MrfPrior { layers }));

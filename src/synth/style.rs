@@ -3,7 +3,7 @@
 use candle_core::{Result, Tensor};
 
 use super::augment::mirror_pad;
-use crate::image_io::RgbImageF32;
+use crate::image_io::{resize, RgbImageF32};
 use crate::prior::patches::{positions, unfold};
 use crate::vgg::{LayerId, Vgg19};
 
@@ -27,8 +27,37 @@ pub fn mrf_banks(
     patch: usize,
     stride: usize,
 ) -> Result<Vec<Tensor>> {
+    Ok(guided_mrf_banks(vgg, variants, None, 0.0, layers, patch, stride)?.0)
+}
+
+/// A guide map at a layer's resolution as extra channels [3, h, w] in 0..`scale`.
+pub fn map_channels(
+    map: &RgbImageF32,
+    w: usize,
+    h: usize,
+    scale: f32,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let small = resize(map, w as u32, h as u32);
+    Tensor::from_slice(&small.data, (3, h, w), device)?.affine(scale as f64 / 255.0, 0.0)
+}
+
+/// Banks as [`mrf_banks`]; with guide `maps` (one per variant), each patch also carries the
+/// map's colour at its place, scaled so that at `map_weight` 1 the map weighs as much as the features, so that
+/// matching prefers patches from regions of the same colour (after neural-doodle). Returns the
+/// banks and that scale per layer, which the target map must use too.
+pub fn guided_mrf_banks(
+    vgg: &Vgg19,
+    variants: &[RgbImageF32],
+    maps: Option<&[RgbImageF32]>,
+    map_weight: f32,
+    layers: &[LayerId],
+    patch: usize,
+    stride: usize,
+) -> Result<(Vec<Tensor>, Vec<f32>)> {
     let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); layers.len()];
-    for img in variants {
+    let mut scales: Vec<Option<f32>> = vec![None; layers.len()];
+    for (v, img) in variants.iter().enumerate() {
         let padded = mirror_pad(img, STYLE_MARGIN);
         let input = vgg.preprocess(&padded.to_tensor(vgg.device())?)?;
         let fwd = vgg.forward(&input, layers, false)?;
@@ -40,11 +69,25 @@ pub fn mrf_banks(
                 continue; // this variant is too small for this layer; others may not be
             }
             let f = &fwd.features[layer];
-            let crop = f.narrow(2, m, fh)?.narrow(3, m, fw)?.squeeze(0)?;
+            let mut crop = f.narrow(2, m, fh)?.narrow(3, m, fw)?.squeeze(0)?;
+            if let Some(maps) = maps {
+                let scale = match scales[i] {
+                    Some(s) => s,
+                    None => {
+                        // Weight 1: the map's 3 channels carry as much energy as the C feature
+                        // channels together, so a patch of the wrong colour is clearly worse.
+                        let rms = crop.sqr()?.mean_all()?.sqrt()?.to_scalar::<f32>()?;
+                        let channels = crop.dim(0)? as f32;
+                        *scales[i].insert(map_weight * rms * (channels / 3.0).sqrt())
+                    }
+                };
+                let extra = map_channels(&maps[v], fw, fh, scale, crop.device())?;
+                crop = Tensor::cat(&[crop, extra], 0)?;
+            }
             per_layer[i].push(unfold(&crop, patch, stride)?);
         }
     }
-    per_layer
+    let banks = per_layer
         .into_iter()
         .zip(layers)
         .map(|(banks, layer)| {
@@ -55,5 +98,9 @@ pub fn mrf_banks(
             }
             Tensor::cat(&banks, 0)
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((
+        banks,
+        scales.into_iter().map(|s| s.unwrap_or(0.0)).collect(),
+    ))
 }
