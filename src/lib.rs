@@ -6,6 +6,7 @@
 
 pub mod atomic;
 pub mod color;
+mod cpu_ops;
 pub mod image_io;
 pub mod matcher;
 pub mod metrics;

@@ -239,22 +239,31 @@ fn parse_init(s: &str, allow_content: bool) -> Result<Init, CliError> {
     }
 }
 
+/// Checks where a single synthesis writes, before any work, and sets up its progress display.
+fn start(
+    out: &OutputArgs,
+    quiet: bool,
+    interrupted: Arc<AtomicBool>,
+) -> Result<Progress, CliError> {
+    check_output(&out.output, &IMAGE_EXTS)?;
+    if out.save_every == Some(0) {
+        return Err(CliError::usage("--save-every must be at least 1"));
+    }
+    Ok(Progress::new(
+        quiet,
+        interrupted,
+        out.save_every,
+        out.output.clone(),
+    ))
+}
+
 fn texture(
     a: TextureArgs,
     weights_path: Option<&Path>,
     quiet: bool,
     interrupted: Arc<AtomicBool>,
 ) -> Result<(), CliError> {
-    check_output(&a.out.output, &IMAGE_EXTS)?;
-    if a.out.save_every == Some(0) {
-        return Err(CliError::usage("--save-every must be at least 1"));
-    }
-    let mut progress = Progress::new(
-        quiet,
-        interrupted.clone(),
-        a.out.save_every,
-        a.out.output.clone(),
-    );
+    let mut progress = start(&a.out, quiet, interrupted)?;
     let style_paths = match a.style.as_slice() {
         [] => {
             let p =
@@ -297,16 +306,7 @@ fn transfer(
     quiet: bool,
     interrupted: Arc<AtomicBool>,
 ) -> Result<(), CliError> {
-    check_output(&a.out.output, &IMAGE_EXTS)?;
-    if a.out.save_every == Some(0) {
-        return Err(CliError::usage("--save-every must be at least 1"));
-    }
-    let mut progress = Progress::new(
-        quiet,
-        interrupted.clone(),
-        a.out.save_every,
-        a.out.output.clone(),
-    );
+    let mut progress = start(&a.out, quiet, interrupted)?;
     let content = load_image(&a.content, "--content")?;
     warn_alpha(&progress, &content, &a.content);
     let style_paths = a.style.clone();

@@ -6,6 +6,8 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu_ops::contiguous_f32;
+
 /// Number of patch positions along a side of length `n`.
 pub fn positions(n: usize, k: usize, stride: usize) -> usize {
     if n < k {
@@ -174,13 +176,6 @@ pub fn fold_wrapped(
             .pad_with_zeros(2, 0, w - (k - 1))?
 }
 
-fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
-        _ => candle_core::bail!("patches: contiguous f32 expected"),
-    }
-}
-
 struct CpuUnfold {
     k: usize,
     stride: usize,
@@ -193,7 +188,7 @@ impl CustomOp1 for CpuUnfold {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (c, h, w) = l.shape().dims3()?;
-        let x = cpu_slice(s, l)?;
+        let x = contiguous_f32(s, l, "patches")?;
         let (k, st) = (self.k, self.stride);
         let (ph, pw) = (positions(h, k, st), positions(w, k, st));
         let d = c * k * k;
@@ -225,7 +220,7 @@ impl CustomOp1 for CpuFold {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let p = cpu_slice(s, l)?;
+        let p = contiguous_f32(s, l, "patches")?;
         let CpuFold { c, h, w, k, stride } = *self;
         let (ph, pw) = (positions(h, k, stride), positions(w, k, stride));
         let d = c * k * k;

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu_ops::contiguous_f32;
+
 /// One convolution layer with both weight layouts prepared.
 #[derive(Debug, Clone)]
 pub struct Conv3x3 {
@@ -158,17 +160,6 @@ struct CpuConv {
     wrap: bool,
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(d) => d,
-        _ => candle_core::bail!("conv3x3: f32 input expected"),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("conv3x3: contiguous input expected"),
-    }
-}
-
 impl CpuConv {
     fn run(&self, x: &[f32], mask: Option<&[f32]>, shape: &Shape) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = shape.dims4()?;
@@ -201,7 +192,11 @@ impl CustomOp1 for CpuConv {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        self.run(contiguous_f32(storage, layout)?, None, layout.shape())
+        self.run(
+            contiguous_f32(storage, layout, "conv3x3")?,
+            None,
+            layout.shape(),
+        )
     }
 }
 
@@ -225,8 +220,8 @@ impl CustomOp2 for CpuConv {
             );
         }
         self.run(
-            contiguous_f32(s1, l1)?,
-            Some(contiguous_f32(s2, l2)?),
+            contiguous_f32(s1, l1, "conv3x3")?,
+            Some(contiguous_f32(s2, l2, "conv3x3")?),
             l1.shape(),
         )
     }

@@ -7,6 +7,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu_ops::contiguous_f32;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pooling {
     #[default]
@@ -120,13 +122,8 @@ impl CustomOp2 for CpuPoolBackward {
                 l1.shape()
             );
         }
-        fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-            match (s, l.contiguous_offsets()) {
-                (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
-                _ => candle_core::bail!("pool backward: contiguous f32 expected"),
-            }
-        }
-        let (x, g) = (slice(s1, l1)?, slice(s2, l2)?);
+        let op = "pool backward";
+        let (x, g) = (contiguous_f32(s1, l1, op)?, contiguous_f32(s2, l2, op)?);
         let mut out = vec![0f32; n * c * h * w];
         out.par_chunks_mut(h * w).enumerate().for_each(|(p, dst)| {
             let xp = &x[p * h * w..(p + 1) * h * w];
