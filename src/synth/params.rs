@@ -1,0 +1,265 @@
+//! Every knob of a run, with CNNMRF's defaults, and how they are checked.
+
+use anyhow::bail;
+use serde::Serialize;
+
+use crate::image_io::RgbImageF32;
+use crate::vgg::LayerId;
+
+use super::Init;
+
+/// Which image prior drives the synthesis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PriorKind {
+    #[serde(rename = "mrf")]
+    Mrf,
+    #[serde(rename = "gram")]
+    Gram,
+    #[serde(rename = "mrf+gram")]
+    MrfGram,
+}
+
+impl PriorKind {
+    pub fn uses_mrf(self) -> bool {
+        matches!(self, PriorKind::Mrf | PriorKind::MrfGram)
+    }
+    pub fn uses_gram(self) -> bool {
+        matches!(self, PriorKind::Gram | PriorKind::MrfGram)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            PriorKind::Mrf => "mrf",
+            PriorKind::Gram => "gram",
+            PriorKind::MrfGram => "mrf+gram",
+        }
+    }
+}
+
+impl std::str::FromStr for PriorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mrf" => Ok(PriorKind::Mrf),
+            "gram" => Ok(PriorKind::Gram),
+            "mrf+gram" | "gram+mrf" => Ok(PriorKind::MrfGram),
+            _ => Err(format!(
+                "unknown prior '{s}' (expected mrf, gram or mrf+gram)"
+            )),
+        }
+    }
+}
+
+/// Colour-coded region maps (after neural-doodle): one per style image, and one for the output.
+#[derive(Debug, Clone)]
+pub struct Guides {
+    pub style_maps: Vec<RgbImageF32>,
+    pub target_map: RgbImageF32,
+    /// Weight of the map channels relative to the features' RMS at each layer.
+    pub weight: f32,
+}
+
+/// How style patches are searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatcherKind {
+    /// Exact normalised cross-correlation (chunked GEMM).
+    Exact,
+    /// PCA projection, candidate scan, exact re-rank (recall@1 >= 0.95 measured), f16 bank.
+    Approx,
+}
+
+impl std::str::FromStr for MatcherKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(MatcherKind::Exact),
+            "approx" => Ok(MatcherKind::Approx),
+            _ => Err(format!("unknown matcher '{s}' (expected exact or approx)")),
+        }
+    }
+}
+
+/// neural-style's content weight, used when the Gram prior runs alone.
+pub const GRAM_CONTENT_WEIGHT: f64 = 5.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Lbfgs,
+    Adam,
+}
+
+/// Every knob of a run; the defaults are CNNMRF's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Params {
+    /// Output size (finest level). For a transfer, the content is resized to it.
+    pub width: u32,
+    pub height: u32,
+    pub levels: usize,
+    pub level_ratio: f32,
+    pub iterations: usize,
+    pub prior: PriorKind,
+    #[serde(serialize_with = "layer_names")]
+    pub mrf_layers: Vec<LayerId>,
+    #[serde(serialize_with = "layer_names")]
+    pub gram_layers: Vec<LayerId>,
+    /// Gram weight per layer (neural-style's style weight).
+    pub gram_weight: f64,
+    /// Transfer: keep the content's colours (luminance-only transfer).
+    pub original_colors: bool,
+    /// Make a seamless tile: circular padding in the network, patches and TV across the border.
+    /// Level sizes are rounded to multiples of 16 so that pooling never drops a row.
+    pub tileable: bool,
+    pub patch_size: usize,
+    pub stride: usize,
+    pub mrf_weight: f64,
+    #[serde(serialize_with = "layer_name")]
+    pub content_layer: LayerId,
+    pub content_weight: f64,
+    pub tv_weight: f64,
+    pub rotations: u32,
+    pub scales: u32,
+    /// Style image scale relative to its native size (texture) or to the output (transfer).
+    pub style_scale: f32,
+    pub optimizer: OptimizerKind,
+    pub history: usize,
+    pub init: Init,
+    pub seed: u64,
+    /// Largest block of match scores held at once, in floats.
+    pub match_budget: usize,
+    pub matcher: MatcherKind,
+    /// Guide maps for the MRF prior (texture and transfer).
+    #[serde(skip)]
+    pub guides: Option<Guides>,
+    /// Refuse a run whose estimated peak memory exceeds this (default: the memory available).
+    pub max_memory: Option<u64>,
+}
+
+fn layer_names<S: serde::Serializer>(l: &[LayerId], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(l.iter().map(|l| l.name()))
+}
+fn layer_name<S: serde::Serializer>(l: &LayerId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(l.name())
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            width: 384,
+            height: 384,
+            levels: 3,
+            level_ratio: 0.5,
+            iterations: 100,
+            prior: PriorKind::Mrf,
+            gram_layers: LayerId::parse_list("relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
+                .expect("valid names"),
+            gram_weight: 1e2,
+            original_colors: false,
+            tileable: false,
+            mrf_layers: LayerId::parse_list("relu3_1,relu4_1").expect("valid names"),
+            patch_size: 3,
+            stride: 2,
+            mrf_weight: 1e-4,
+            content_layer: "relu4_2".parse().expect("valid name"),
+            content_weight: 2e1,
+            tv_weight: 1e-3,
+            rotations: 0,
+            scales: 0,
+            style_scale: 1.0,
+            optimizer: OptimizerKind::Lbfgs,
+            history: 100,
+            init: Init::Noise,
+            seed: 0,
+            match_budget: 1 << 24,
+            matcher: MatcherKind::Exact,
+            guides: None,
+            max_memory: None,
+        }
+    }
+}
+
+impl Params {
+    /// Checks values a user can get wrong; one message per problem.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.width == 0 || self.height == 0 {
+            bail!(
+                "output size must be positive, got {}x{}",
+                self.width,
+                self.height
+            );
+        }
+        if self.levels == 0 || self.levels > 8 {
+            bail!("--levels must be between 1 and 8, got {}", self.levels);
+        }
+        if !(self.level_ratio > 0.0 && self.level_ratio < 1.0) {
+            bail!("--level-ratio must be in (0, 1), got {}", self.level_ratio);
+        }
+        if self.iterations == 0 || self.iterations > 100_000 {
+            bail!(
+                "--iterations must be between 1 and 100000, got {}",
+                self.iterations
+            );
+        }
+        if self.patch_size == 0 || self.patch_size > 9 {
+            bail!(
+                "--patch-size must be between 1 and 9, got {}",
+                self.patch_size
+            );
+        }
+        if self.stride == 0 || self.stride > self.patch_size {
+            bail!(
+                "--stride must be between 1 and the patch size, got {}",
+                self.stride
+            );
+        }
+        for (name, v) in [
+            ("--mrf-weight", self.mrf_weight),
+            ("--content-weight", self.content_weight),
+            ("--tv-weight", self.tv_weight),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                bail!("{name} must be a finite number >= 0, got {v}");
+            }
+        }
+        if !(self.style_scale.is_finite() && self.style_scale > 0.0 && self.style_scale <= 16.0) {
+            bail!("--style-scale must be in (0, 16], got {}", self.style_scale);
+        }
+        if self.rotations > 12 || self.scales > 10 {
+            bail!("--rotations must be <= 12 and --scales <= 10");
+        }
+        if self.history == 0 || self.history > 1000 {
+            bail!("--history must be between 1 and 1000, got {}", self.history);
+        }
+        if self.prior.uses_mrf() && self.mrf_layers.is_empty() {
+            bail!("at least one MRF layer is needed");
+        }
+        if self.prior.uses_gram() && self.gram_layers.is_empty() {
+            bail!("at least one Gram layer is needed");
+        }
+        if !self.gram_weight.is_finite() || self.gram_weight < 0.0 {
+            bail!(
+                "--gram-weight must be a finite number >= 0, got {}",
+                self.gram_weight
+            );
+        }
+        Ok(())
+    }
+
+    /// The deepest layer any style prior reads.
+    pub fn deepest_style_layer(&self) -> LayerId {
+        let mrf = self
+            .prior
+            .uses_mrf()
+            .then(|| self.mrf_layers.iter().max())
+            .flatten();
+        let gram = self
+            .prior
+            .uses_gram()
+            .then(|| self.gram_layers.iter().max())
+            .flatten();
+        *mrf.into_iter()
+            .chain(gram)
+            .max()
+            .expect("validated: some style layer")
+    }
+}
