@@ -35,13 +35,11 @@ fn features_writes_named_layers_at_the_images_size() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("f.safetensors");
-    let out = Command::new(common::bin())
+    let out = common::mrfsynth()
         .arg("features")
         .arg(&img)
         .args(["--layers", "relu1_1,relu4_2", "-o"])
         .arg(&out_path)
-        .arg("--weights")
-        .arg(&common::weights().path)
         .output()
         .unwrap();
     assert!(

@@ -7,15 +7,12 @@ use std::path::Path;
 use std::process::Command;
 
 fn run(args: &[&str], extra: &[&Path]) -> std::process::Output {
-    let mut cmd = Command::new(common::bin());
+    let mut cmd = common::mrfsynth();
     cmd.args(args);
     for p in extra {
         cmd.arg(p);
     }
-    cmd.arg("--weights")
-        .arg(&common::weights().path)
-        .output()
-        .unwrap()
+    cmd.output().unwrap()
 }
 
 #[test]
@@ -25,7 +22,7 @@ fn report_has_everything_and_metrics_agree() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("report");
-    let out = Command::new(common::bin())
+    let out = common::mrfsynth()
         .args([
             "compare",
             "--quiet",
@@ -40,8 +37,6 @@ fn report_has_everything_and_metrics_agree() {
         .arg(&style)
         .arg("-o")
         .arg(&dir)
-        .arg("--weights")
-        .arg(&common::weights().path)
         .output()
         .unwrap();
     assert!(

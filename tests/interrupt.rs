@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn start(style: &Path, out: &Path) -> Child {
-    Command::new(common::bin())
+    common::mrfsynth()
         .args([
             "texture",
             "--levels",
@@ -23,8 +23,6 @@ fn start(style: &Path, out: &Path) -> Child {
         .arg(style)
         .arg("-o")
         .arg(out)
-        .arg("--weights")
-        .arg(&common::weights().path)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use candle_core::Device;
 use mrfsynth::image_io::{load_rgb, resize, LoadLimits, RgbImageF32};
 use mrfsynth::matcher::ExactMatcher;
@@ -87,7 +85,7 @@ fn optimisation_lowers_the_energy_and_matches_the_style_better_than_noise() {
 }
 
 fn texture_cmd(out: &std::path::Path, seed: u64, style: &std::path::Path) -> std::process::Output {
-    Command::new(common::bin())
+    common::mrfsynth()
         .args([
             "texture",
             "--quiet",
@@ -102,8 +100,6 @@ fn texture_cmd(out: &std::path::Path, seed: u64, style: &std::path::Path) -> std
         .arg(style)
         .args(["--seed", &seed.to_string(), "-o"])
         .arg(out)
-        .arg("--weights")
-        .arg(&common::weights().path)
         .output()
         .unwrap()
 }
@@ -155,7 +151,7 @@ fn transfer_runs_with_a_content_loss() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("t.png");
-    let out = Command::new(common::bin())
+    let out = common::mrfsynth()
         .args([
             "transfer",
             "--quiet",
@@ -172,8 +168,6 @@ fn transfer_runs_with_a_content_loss() {
         .arg(&style)
         .arg("-o")
         .arg(&out_path)
-        .arg("--weights")
-        .arg(&common::weights().path)
         .output()
         .unwrap();
     assert!(
@@ -199,7 +193,7 @@ fn several_exemplars_share_one_bank_and_the_sidecar_says_how_much_of_each() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("mix.png");
-    let out = Command::new(common::bin())
+    let out = common::mrfsynth()
         .args([
             "texture",
             "--quiet",
@@ -216,8 +210,6 @@ fn several_exemplars_share_one_bank_and_the_sidecar_says_how_much_of_each() {
         .arg(format!("{},{}", a.display(), b.display()))
         .arg("-o")
         .arg(&out_path)
-        .arg("--weights")
-        .arg(&common::weights().path)
         .output()
         .unwrap();
     assert!(

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use rand::{Rng, SeedableRng};
 
 fn texture(style: &Path, out: &Path, extra: &[&str]) -> Output {
-    Command::new(common::bin())
+    common::mrfsynth()
         .args([
             "texture",
             "--quiet",
@@ -23,8 +23,6 @@ fn texture(style: &Path, out: &Path, extra: &[&str]) -> Output {
         .arg("-o")
         .arg(out)
         .args(extra)
-        .arg("--weights")
-        .arg(&common::weights().path)
         .output()
         .unwrap()
 }
@@ -72,7 +70,7 @@ fn two_runs_into_one_folder_do_not_disturb_each_other() {
     };
     let dir = tempfile::tempdir().unwrap();
     let run = |path: std::path::PathBuf, seed: &str| {
-        Command::new(common::bin())
+        common::mrfsynth()
             .args([
                 "texture",
                 "--quiet",
@@ -89,8 +87,6 @@ fn two_runs_into_one_folder_do_not_disturb_each_other() {
             .arg(&style)
             .arg("-o")
             .arg(path)
-            .arg("--weights")
-            .arg(&common::weights().path)
             .spawn()
             .unwrap()
     };

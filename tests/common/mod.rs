@@ -30,6 +30,13 @@ pub fn shared_image(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// The binary with the test weights (a global flag, so any subcommand may follow).
+pub fn mrfsynth() -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--weights").arg(&weights().path);
+    cmd
+}
+
 /// The built binary.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mrfsynth"))
