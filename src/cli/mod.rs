@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use candle_core::Device;
+use mrfsynth::device::{DeviceError, DeviceSpec};
 use mrfsynth::image_io::{self, LoadLimits, RgbImageF32};
 use mrfsynth::synth::{
     self, Init, OptimizerKind, Params, PriorKind, SynthResult, Task, GRAM_CONTENT_WEIGHT,
@@ -17,8 +18,8 @@ use mrfsynth::vgg::{LayerId, Pooling, Vgg19};
 use mrfsynth::weights::{self, VggWeights, WeightsError, WeightsSource};
 
 use args::{
-    Cli, Command, DeviceArg, FeaturesArgs, OptimizerArg, OutputArgs, PoolArg, SynthArgs,
-    TextureArgs, TransferArgs, WeightsCommand,
+    Cli, Command, FeaturesArgs, OptimizerArg, OutputArgs, PoolArg, SynthArgs, TextureArgs,
+    TransferArgs, WeightsCommand,
 };
 use progress::Progress;
 
@@ -82,10 +83,11 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> Result<(), CliError> {
     }
 }
 
-fn device(arg: DeviceArg) -> Result<Device, CliError> {
-    match arg {
-        DeviceArg::Auto | DeviceArg::Cpu => Ok(Device::Cpu),
-    }
+fn device(spec: DeviceSpec) -> Result<Device, CliError> {
+    spec.open().map_err(|e| match e {
+        DeviceError::NoCudaSupport => CliError::usage(e.to_string()),
+        DeviceError::Cuda { .. } => failure(e),
+    })
 }
 
 fn pooling(p: PoolArg) -> Pooling {
@@ -473,6 +475,7 @@ pub(crate) fn sidecar_json(
         "weights": { "path": weights.path, "sha256": weights.sha256, "preprocess": weights.preprocess.name() },
         "interrupted": result.interrupted,
         "seconds": result.seconds,
+        "device": result.device,
         "estimated_peak_bytes": result.estimated_peak_bytes,
         "notes": result.notes,
         "levels": result.levels,
@@ -546,8 +549,8 @@ fn features(a: FeaturesArgs, weights_path: Option<&Path>) -> Result<(), CliError
 
 fn weights_cmd(c: WeightsCommand, weights_path: Option<&Path>) -> Result<(), CliError> {
     match c {
-        WeightsCommand::Fetch { force } => {
-            let path = weights::fetch_into_cache(&weights::FetchOptions { force })?;
+        WeightsCommand::Fetch { force, from } => {
+            let path = weights::fetch_into_cache(&weights::FetchOptions { force, from })?;
             let sha = weights::verify_checksum(&path)?;
             println!("cached {} (sha256 {sha})", path.display());
             Ok(())

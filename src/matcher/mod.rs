@@ -4,11 +4,15 @@
 //! exact one without touching the optimiser.
 
 pub mod approx;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod exact;
 
 use candle_core::{Result, Tensor};
 
 pub use approx::{ApproxMatcher, ApproxOptions, CandidateSearch};
+#[cfg(feature = "cuda")]
+pub use cuda::CudaMatcher;
 pub use exact::ExactMatcher;
 
 /// Best style patch for every query patch.
@@ -29,6 +33,15 @@ pub trait PatchMatcher: Send + Sync {
         self.len() == 0
     }
     fn name(&self) -> &'static str;
+}
+
+/// The exact matcher for the bank's device: our fused kernel on a GPU, chunked GEMMs elsewhere.
+pub fn exact_for(bank: &Tensor, budget_floats: usize) -> Result<Box<dyn PatchMatcher>> {
+    #[cfg(feature = "cuda")]
+    if bank.device().is_cuda() {
+        return Ok(Box::new(CudaMatcher::new(bank, candle_core::DType::F32)?));
+    }
+    Ok(Box::new(ExactMatcher::new(bank, budget_floats)?))
 }
 
 /// Rows scaled to unit L2 norm (zero rows stay zero).

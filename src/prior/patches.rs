@@ -67,6 +67,12 @@ pub fn unfold(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
     if x.device().is_cpu() {
         return x.contiguous()?.apply_op1_no_bwd(&CpuUnfold { k, stride });
     }
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        return x
+            .contiguous()?
+            .apply_op1_no_bwd(&crate::cuda::patches::Unfold { k, stride });
+    }
     unfold_generic(x, k, stride)
 }
 
@@ -109,6 +115,12 @@ pub fn fold(
         return patches
             .contiguous()?
             .apply_op1_no_bwd(&CpuFold { c, h, w, k, stride });
+    }
+    #[cfg(feature = "cuda")]
+    if patches.device().is_cuda() {
+        return patches
+            .contiguous()?
+            .apply_op1_no_bwd(&crate::cuda::patches::Fold { c, h, w, k, stride });
     }
     fold_generic(patches, c, h, w, k, stride)
 }

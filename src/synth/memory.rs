@@ -88,6 +88,22 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
 }
 
 /// Memory this process may use: MemAvailable from /proc/meminfo where readable.
+/// Memory free on the device a run uses: the GPU's own for CUDA (our estimate is of the
+/// host-side engine, and the GPU engine holds about the same tensors), else the host's.
+pub fn available_bytes_on(device: &candle_core::Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(d) = device {
+        return d
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, _)| free as u64);
+    }
+    let _ = device;
+    available_bytes()
+}
+
 pub fn available_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;

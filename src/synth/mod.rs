@@ -16,7 +16,7 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::image_io::{resize, RgbImageF32};
-use crate::matcher::{ApproxMatcher, ApproxOptions, ExactMatcher, PatchMatcher};
+use crate::matcher::{self, ApproxMatcher, ApproxOptions, PatchMatcher};
 use crate::optim::{Adam, Control, Lbfgs, Optimizer, StepInfo};
 use crate::prior::gram::GramPrior;
 use crate::prior::mrf::{MrfLayer, MrfPrior, MrfStats};
@@ -82,6 +82,8 @@ pub struct SynthResult {
     pub seconds: f64,
     /// The estimate the run was admitted with, bytes.
     pub estimated_peak_bytes: u64,
+    /// Where it ran: `cpu` or `cuda:N`.
+    pub device: String,
 }
 
 /// A texture (no content) or a style transfer onto a content image.
@@ -214,7 +216,7 @@ fn level_priors<'a>(
             let bank = Tensor::cat(&parts, 0)?;
             style_patches.push(total);
             let matcher: Box<dyn PatchMatcher> = match params.matcher {
-                MatcherKind::Exact => Box::new(ExactMatcher::new(&bank, params.match_budget)?),
+                MatcherKind::Exact => matcher::exact_for(&bank, params.match_budget)?,
                 MatcherKind::Approx => Box::new(ApproxMatcher::new(
                     &bank,
                     ApproxOptions {
@@ -364,6 +366,17 @@ pub fn run(
     observer: &mut dyn Observer,
 ) -> anyhow::Result<SynthResult> {
     let started = Instant::now();
+    // On a GPU the card's free memory is the limit, not the host's.
+    let gpu_limited;
+    let params = if params.max_memory.is_none() && !vgg.device().is_cpu() {
+        gpu_limited = Params {
+            max_memory: memory::available_bytes_on(vgg.device()),
+            ..params.clone()
+        };
+        &gpu_limited
+    } else {
+        params
+    };
     let Plan {
         styles,
         levels,
@@ -484,6 +497,7 @@ pub fn run(
         interrupted,
         notes,
         seconds: started.elapsed().as_secs_f64(),
+        device: crate::device::name(vgg.device()),
         estimated_peak_bytes,
     })
 }

@@ -136,15 +136,35 @@ impl Conv3x3 {
     }
 }
 
+/// Largest im2col buffer candle's GPU convolution may build at once, in floats (2 GiB):
+/// bigger inputs are convolved in horizontal bands.
+const GENERIC_IM2COL_FLOATS: usize = 1 << 29;
+
 /// candle's convolution (non-CPU devices), with circular padding done by hand.
 fn generic_conv(x: &Tensor, w: &Tensor, wrap: bool) -> Result<Tensor> {
-    if !wrap {
-        return x.conv2d(w, 1, 1, 1, 1);
-    }
     let (_, _, h, wd) = x.dims4()?;
-    let x = Tensor::cat(&[x.narrow(2, h - 1, 1)?, x.clone(), x.narrow(2, 0, 1)?], 2)?;
-    let x = Tensor::cat(&[x.narrow(3, wd - 1, 1)?, x.clone(), x.narrow(3, 0, 1)?], 3)?;
-    x.conv2d(w, 0, 1, 1, 1)
+    // Pad explicitly (zeros or the torus' own rows and columns), then a valid convolution.
+    let x = if wrap {
+        let x = Tensor::cat(&[x.narrow(2, h - 1, 1)?, x.clone(), x.narrow(2, 0, 1)?], 2)?;
+        Tensor::cat(&[x.narrow(3, wd - 1, 1)?, x.clone(), x.narrow(3, 0, 1)?], 3)?
+    } else {
+        x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?
+    };
+    let (n, c, _, _) = x.dims4()?;
+    // candle's GPU path unrolls the whole input (im2col): 9 * C floats per output pixel.
+    let rows_per_band = (GENERIC_IM2COL_FLOATS / (n * c * 9 * wd).max(1)).max(1);
+    if rows_per_band >= h {
+        return x.conv2d(w, 0, 1, 1, 1);
+    }
+    let mut bands = Vec::with_capacity(h.div_ceil(rows_per_band));
+    let mut y = 0;
+    while y < h {
+        let rows = rows_per_band.min(h - y);
+        // Output rows y..y+rows need padded input rows y..y+rows+2.
+        bands.push(x.narrow(2, y, rows + 2)?.conv2d(w, 0, 1, 1, 1)?);
+        y += rows;
+    }
+    Tensor::cat(&bands, 2)
 }
 
 /// The CPU kernel as a candle op: input [N, cin, H, W] -> output [N, cout, H, W]; as a binary

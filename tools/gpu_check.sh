@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine from the repository root, with target/gpu-bundle carried there
+# (made by tools/gpu_bundle.sh). Writes every result under $OUT:
+#   tests.log      tests/cuda.rs: kernel vs CPU matcher (random and real VGG features, f32/f16),
+#                  patch kernels vs CPU, a short texture on both devices
+#   bench_gpu.md   our kernel vs candle's matmul+argmax at 256/512/1024 px
+#   e2e.log        the CNNMRF-default 384 px texture job, twice (cold, then warm)
+#   large.log      bigger textures (3 iterations a level) and the GPU memory they peak at
+set -uo pipefail
+B=$PWD/target/gpu-bundle
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$B/bins.tar.xz" "$B"
+NV=$(python3 -c 'import nvidia, os; print(nvidia.__path__[0])' 2>/dev/null || true)
+LIBS=$( (find "$NV" -name 'lib*.so*' -printf '%h\n' 2>/dev/null; ls -d /usr/local/cuda/lib64 2>/dev/null) | sort -u | tr '\n' ':')
+export LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:-}
+export HOME=${HOME:-/root} XDG_CACHE_HOME=$PWD/target/gpu-cache
+export RUST_BACKTRACE=1
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  echo "missing libraries:"; ldd "$B/mrfsynth" | grep -i 'not found' || echo none
+} > "$OUT/env.log" 2>&1
+cat "$OUT/env.log"
+
+"$B/mrfsynth" weights fetch --from "$B/vgg19_q.bin" > "$OUT/weights.log" 2>&1
+mkdir -p "$XDG_CACHE_HOME/mrfsynth/samples" && cp "$B/ihc.png" "$XDG_CACHE_HOME/mrfsynth/samples/"
+tail -1 "$OUT/weights.log"
+
+peak_mem() { # runs "$@" while sampling GPU memory; prints the peak in MiB
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$OUT/.mem" 2>/dev/null &
+  local smi=$!
+  "$@"; local rc=$?
+  kill $smi 2>/dev/null; wait $smi 2>/dev/null
+  echo "rc=$rc peak_gpu_MiB=$(sort -n "$OUT/.mem" | tail -1)"
+}
+
+timeout 100 "$B/cuda_tests" --test-threads=1 --nocapture > "$OUT/tests.log" 2>&1
+echo "tests rc=$?"; grep -E "^test |test result|equal" "$OUT/tests.log"
+
+timeout 90 "$B/bench_gpu" "$B/ihc.png" > "$OUT/bench_gpu.md" 2>&1
+echo "bench rc=$?"; cat "$OUT/bench_gpu.md"
+
+TIMEFORMAT='wall %R s'
+for run in cold warm; do
+  { time timeout 75 "$B/mrfsynth" --quiet texture --device cuda \
+    -o "$OUT/texture384_$run.png"; } >> "$OUT/e2e.log" 2>&1
+  echo "e2e $run rc=$?" >> "$OUT/e2e.log"
+done
+cat "$OUT/e2e.log"; grep -h '"seconds"\|"device"' "$OUT"/texture384_*.json
+
+for size in 2048 4096 8192; do
+  echo "== $size px" >> "$OUT/large.log"
+  peak_mem timeout $((size / 32 + 10)) "$B/mrfsynth" --quiet texture --device cuda --size $size --iterations 3 \
+    -o "$OUT/large_$size.png" >> "$OUT/large.log" 2>&1
+  grep -h '"seconds"' "$OUT/large_$size.json" >> "$OUT/large.log" 2>/dev/null
+done
+cat "$OUT/large.log"
+rm -f "$OUT"/large_*.png "$OUT/.mem"
