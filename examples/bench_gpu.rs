@@ -1,4 +1,5 @@
-//! GPU matching benchmark: our fused NCC kernel (f32 and f16 banks) against candle's own path
+//! GPU matching benchmark: our fused NCC kernel (f32 bank on the CUDA cores, f16/bf16 banks on
+//! the tensor cores) against candle's own path
 //! on the same GPU (normalise, one matrix product into the full N x M score matrix, argmax).
 //!
 //! `cargo run --release --features cuda --example bench_gpu [-- SAMPLE.png]`
@@ -48,9 +49,9 @@ fn main() -> anyhow::Result<()> {
     let vgg = Vgg19::new(&weights, Pooling::Max, &gpu)?;
     println!("sample {} ({}x{})", sample.display(), img.width, img.height);
     println!(
-        "| size | N = M | D | score matrix | candle matmul+argmax | ours f32 | ours f16 | f32 speed-up | f32 = candle | f16 = f32 |"
+        "| size | N = M | D | score matrix | candle matmul+argmax | ours f32 | ours f16 | ours bf16 | speed-up f32 / f16 | f32 = candle | f16 = f32 | bf16 = f32 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let relu3_1: LayerId = "relu3_1".parse().map_err(anyhow::Error::msg)?;
     for size in [256u32, 512, 1024] {
         let x = vgg.preprocess(&resize(&img, size, size).to_tensor(&gpu)?)?;
@@ -74,18 +75,22 @@ fn main() -> anyhow::Result<()> {
         };
         let (t32, idx32) = ours(DType::F32)?;
         let (t16, idx16) = ours(DType::F16)?;
+        let (tb16, idxb16) = ours(DType::BF16)?;
         let agree = |a: &[u32], b: &[u32]| {
             a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
         };
         println!(
-            "| {size} px | {n} | {d} | {:.2} GB | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}x | {:.4} | {:.4} |",
+            "| {size} px | {n} | {d} | {:.2} GB | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.2}x / {:.2}x | {:.4} | {:.4} | {:.4} |",
             (n * n * 4) as f64 / 1e9,
             t_candle * 1e3,
             t32 * 1e3,
             t16 * 1e3,
+            tb16 * 1e3,
             t_candle / t32,
+            t_candle / t16,
             agree(&idx32, &idx_candle),
             agree(&idx16, &idx32),
+            agree(&idxb16, &idx32),
         );
     }
     Ok(())

@@ -7,9 +7,11 @@
 // its share of the bank. Blocks that share queries (the bank is split across grid.y) merge
 // their results with one 64-bit atomicMax per query: score (order-preserving bits) in the high
 // word, inverted index in the low word, so equal scores resolve to the lowest index, as the
-// CPU matcher's argmax does.
+// CPU matcher's argmax does. An f32 bank runs on the CUDA cores (ncc_best); f16 and bf16 banks
+// run on the tensor cores (ncc_best_tc, further down).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <mma.h>
 #include <stdint.h>
 
 #define TILE_Q 128
@@ -24,6 +26,14 @@ __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162f
 __device__ __forceinline__ void store(float *p, float v) { *p = v; }
 __device__ __forceinline__ void store(__half *p, float v) { *p = __float2half_rn(v); }
 __device__ __forceinline__ void store(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+__device__ __forceinline__ __half from_float_h(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __nv_bfloat16 from_float_b(float v) { return __float2bfloat16_rn(v); }
+template <typename T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ __half from_float<__half>(float v) { return from_float_h(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return from_float_b(v);
+}
 
 // Float bits mapped so that unsigned order equals float order.
 __device__ __forceinline__ uint32_t order_bits(float f) {
@@ -196,17 +206,164 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     ncc_best_f32(const float *q, const float *bank, unsigned long long *best, int n, int m, int d) {
   ncc_best<float>(q, bank, best, n, m, d);
 }
-extern "C" __global__ void __launch_bounds__(THREADS)
-    ncc_best_f16(const float *q, const __half *bank, unsigned long long *best, int n, int m, int d) {
-  ncc_best<__half>(q, bank, best, n, m, d);
-}
-extern "C" __global__ void __launch_bounds__(THREADS)
-    ncc_best_bf16(const float *q, const __nv_bfloat16 *bank, unsigned long long *best, int n, int m,
-                  int d) {
-  ncc_best<__nv_bfloat16>(q, bank, best, n, m, d);
-}
 
 extern "C" __global__ void ncc_finish_all(const float *q, const unsigned long long *best,
                                           uint32_t *out, int n, int d) {
   ncc_finish(q, best, out, n, d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Half-precision banks (f16 / bf16) on the tensor cores.
+//
+// Same contract as ncc_best, but the products run as 16x16x16 WMMA tiles with f32
+// accumulation. Queries are scaled to unit norm while they are staged (inv_norm, from
+// query_inv_norms), which keeps large VGG activations inside f16's range and makes the tile
+// scores cosines directly. Each of the 8 warps owns 32 queries x 64 bank rows of the block's
+// 128 x 128 tile; it reduces its accumulators through a 16x16 scratch tile in shared memory.
+#define TC_K 32
+#define TC_LD (TC_K + 8)  // row pitch in halves: a multiple of 8, off the bank period
+
+__device__ void query_inv_norms_kernel(const float *__restrict__ q, float *__restrict__ inv, int n,
+                                       int d) {
+  const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (warp >= n) return;
+  const float *row = q + (size_t)warp * d;
+  float acc = 0.f;
+  for (int i = lane; i < d; i += 32) acc += row[i] * row[i];
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (lane == 0) inv[warp] = 1.f / fmaxf(sqrtf(acc), 1e-8f);
+}
+
+template <typename T>
+__device__ void ncc_best_tc(const float *__restrict__ q, const float *__restrict__ inv_norm,
+                            const T *__restrict__ bank, unsigned long long *__restrict__ best, int n,
+                            int m, int d) {
+  using namespace nvcuda;
+  __shared__ __align__(32) T qs[TILE_Q][TC_LD];
+  __shared__ __align__(32) T bs[TILE_M][TC_LD];
+  __shared__ __align__(32) float scratch[THREADS / 32][16 * 16];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int warp_row = warp >> 1;  // 0..3: queries warp_row*32 .. +32
+  const int warp_col = warp & 1;   // 0..1: bank rows warp_col*64 .. +64
+  const int q0 = blockIdx.x * TILE_Q;
+  // Staging: thread copies 16 consecutive k of one row of each operand.
+  const int load_row = tid >> 1, load_k = (tid & 1) * 16;
+  const int qr = q0 + load_row;
+  const float q_scale = qr < n ? inv_norm[qr] : 0.f;
+  float *tile = scratch[warp];
+
+  float run_s[2] = {-INFINITY, -INFINITY};
+  uint32_t run_i[2] = {0xffffffffu, 0xffffffffu};
+
+  const int tiles = (m + TILE_M - 1) / TILE_M;
+  for (int t = blockIdx.y; t < tiles; t += gridDim.y) {
+    const int m0 = t * TILE_M;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+
+    for (int k0 = 0; k0 < d; k0 += TC_K) {
+      const int br = m0 + load_row;
+#pragma unroll
+      for (int e = 0; e < 16; ++e) {
+        const int k = k0 + load_k + e;
+        qs[load_row][load_k + e] =
+            from_float<T>((qr < n && k < d) ? q[(size_t)qr * d + k] * q_scale : 0.f);
+        bs[load_row][load_k + e] = (br < m && k < d) ? bank[(size_t)br * d + k] : from_float<T>(0.f);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int kk = 0; kk < TC_K; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a[2];
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b[4];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+          wmma::load_matrix_sync(a[i], &qs[warp_row * 32 + i * 16][kk], TC_LD);
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          wmma::load_matrix_sync(b[j], &bs[warp_col * 64 + j * 16][kk], TC_LD);
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+      }
+      __syncthreads();
+    }
+
+    // Lane l looks at row l/2 of each 16x16 tile, columns (l%2)*8 .. +8.
+    const int rr = lane >> 1, c0 = (lane & 1) * 8;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      float s = -INFINITY;
+      uint32_t idx = 0xffffffffu;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        wmma::store_matrix_sync(tile, acc[i][j], 16, wmma::mem_row_major);
+        __syncwarp();
+        const int col0 = m0 + warp_col * 64 + j * 16 + c0;
+#pragma unroll
+        for (int c = 0; c < 8; ++c) {
+          const int col = col0 + c;
+          const float v = tile[rr * 16 + c0 + c];
+          if (col < m && better(v, (uint32_t)col, s, idx)) {
+            s = v;
+            idx = (uint32_t)col;
+          }
+        }
+        __syncwarp();
+      }
+      const float os = __shfl_xor_sync(0xffffffffu, s, 1);
+      const uint32_t oi = __shfl_xor_sync(0xffffffffu, idx, 1);
+      if (better(os, oi, s, idx)) {
+        s = os;
+        idx = oi;
+      }
+      if (better(s, idx, run_s[i], run_i[i])) {
+        run_s[i] = s;
+        run_i[i] = idx;
+      }
+    }
+  }
+
+  if ((lane & 1) == 0) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int row = q0 + warp_row * 32 + i * 16 + (lane >> 1);
+      if (row < n && run_i[i] != 0xffffffffu) {
+        const unsigned long long packed =
+            ((unsigned long long)order_bits(run_s[i]) << 32) | (unsigned long long)(~run_i[i]);
+        atomicMax(best + row, packed);
+      }
+    }
+  }
+}
+
+// Unpacks results whose scores are already cosines.
+__device__ void ncc_finish_cosine_kernel(const unsigned long long *__restrict__ best,
+                                         uint32_t *__restrict__ out, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const unsigned long long p = best[i];
+    out[i] = ~(uint32_t)(p & 0xffffffffu);
+    out[n + i] = __float_as_uint(from_order_bits((uint32_t)(p >> 32)));
+  }
+}
+
+extern "C" __global__ void query_inv_norms(const float *q, float *inv, int n, int d) {
+  query_inv_norms_kernel(q, inv, n, d);
+}
+extern "C" __global__ void __launch_bounds__(THREADS)
+    ncc_best_tc_f16(const float *q, const float *inv_norm, const __half *bank,
+                    unsigned long long *best, int n, int m, int d) {
+  ncc_best_tc<__half>(q, inv_norm, bank, best, n, m, d);
+}
+extern "C" __global__ void __launch_bounds__(THREADS)
+    ncc_best_tc_bf16(const float *q, const float *inv_norm, const __nv_bfloat16 *bank,
+                     unsigned long long *best, int n, int m, int d) {
+  ncc_best_tc<__nv_bfloat16>(q, inv_norm, bank, best, n, m, d);
+}
+extern "C" __global__ void ncc_finish_cosine(const unsigned long long *best, uint32_t *out, int n) {
+  ncc_finish_cosine_kernel(best, out, n);
 }

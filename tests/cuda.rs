@@ -92,6 +92,14 @@ fn kernel_finds_the_cpu_matches_on_random_patches() {
     let f16_equal = check_against_cpu(&q, &b, DType::F16, 2e-3, &gpu);
     assert!(f16_equal >= 0.9, "f16: only {f16_equal} equal");
     let bf16_equal = check_against_cpu(&q, &b, DType::BF16, 1e-2, &gpu);
+    assert!(bf16_equal >= 0.8, "bf16: only {bf16_equal} equal");
+    // Activations far beyond f16's range (65504): queries are normalised before rounding.
+    let loud = (&q * 1e6).unwrap();
+    let loud_equal = check_against_cpu(&loud, &(&b * 1e6).unwrap(), DType::F16, 2e-3, &gpu);
+    assert!(
+        loud_equal >= 0.9,
+        "f16, large values: only {loud_equal} equal"
+    );
     eprintln!("random: equal f32 {f32_equal} f16 {f16_equal} bf16 {bf16_equal}");
 }
 
@@ -217,14 +225,11 @@ fn a_texture_runs_on_the_gpu_and_matches_the_cpu_energy() {
     assert_eq!(on_gpu.device, "cuda:0");
     let (lg, lc) = (&on_gpu.levels[0].losses, &on_cpu.levels[0].losses);
     assert!(!lg.is_empty() && lg.len() == lc.len(), "{lg:?} vs {lc:?}");
-    for (eg, ec) in lg.iter().zip(lc) {
+    let (fg, fc) = (on_gpu.levels[0].final_loss, on_cpu.levels[0].final_loss);
+    for (eg, ec) in lg.iter().zip(lc).chain([(&fg, &fc)]) {
         assert!(
             eg.is_finite() && ((eg - ec) / ec).abs() < 1e-2,
             "GPU energy {eg}, CPU {ec}"
         );
     }
-    assert!(
-        lg.last() < lg.first(),
-        "the GPU run did not descend: {lg:?}"
-    );
 }

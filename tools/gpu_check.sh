@@ -4,7 +4,8 @@
 #   tests.log      tests/cuda.rs: kernel vs CPU matcher (random and real VGG features, f32/f16),
 #                  patch kernels vs CPU, a short texture on both devices
 #   bench_gpu.md   our kernel vs candle's matmul+argmax at 256/512/1024 px
-#   e2e.log        the CNNMRF-default 384 px texture job, twice (cold, then warm)
+#   e2e.log        the CNNMRF-default 384 px texture job: cold, warm, warm with an f16 bank, and
+#                  that with 10 L-BFGS pairs instead of 100
 #   large.log      bigger textures (3 iterations a level) and the GPU memory they peak at
 set -uo pipefail
 B=$PWD/target/gpu-bundle
@@ -41,16 +42,18 @@ timeout 90 "$B/bench_gpu" "$B/ihc.png" > "$OUT/bench_gpu.md" 2>&1
 echo "bench rc=$?"; cat "$OUT/bench_gpu.md"
 
 TIMEFORMAT='wall %R s'
-for run in cold warm; do
-  { time timeout 75 "$B/mrfsynth" --quiet texture --device cuda \
-    -o "$OUT/texture384_$run.png"; } >> "$OUT/e2e.log" 2>&1
+# The last run keeps 10 L-BFGS pairs instead of 100: the optimiser's own cost on the host.
+for run in cold:f32:100 warm:f32:100 warm:f16:100 warm:f16:10; do
+  IFS=: read -r name bank hist <<< "$run"
+  { time timeout 75 "$B/mrfsynth" --quiet texture --device cuda --bank-precision $bank --history $hist \
+    -o "$OUT/texture384_${name}_${bank}_h$hist.png"; } >> "$OUT/e2e.log" 2>&1
   echo "e2e $run rc=$?" >> "$OUT/e2e.log"
 done
 cat "$OUT/e2e.log"; grep -h '"seconds"\|"device"' "$OUT"/texture384_*.json
 
 for size in 2048 4096 8192; do
   echo "== $size px" >> "$OUT/large.log"
-  peak_mem timeout $((size / 32 + 10)) "$B/mrfsynth" --quiet texture --device cuda --size $size --iterations 3 \
+  peak_mem timeout $((size / 32 + 10)) "$B/mrfsynth" --quiet texture --device cuda --size $size --iterations 3 --bank-precision f16 \
     -o "$OUT/large_$size.png" >> "$OUT/large.log" 2>&1
   grep -h '"seconds"' "$OUT/large_$size.json" >> "$OUT/large.log" 2>/dev/null
 done

@@ -131,6 +131,9 @@ pub struct SynthArgs {
     /// Patch search: exact (normalised cross-correlation) or approx (PCA + candidates + exact re-rank; faster on big banks).
     #[arg(long, default_value = "exact", value_name = "exact|approx")]
     pub matcher: String,
+    /// Patch bank storage for GPU matching: f32, or f16/bf16 (tensor cores, half the memory). CPU runs use f32.
+    #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
+    pub bank_precision: String,
     /// Colour-coded region maps of the style image(s), comma-separated, one per style (needs --target-map).
     #[arg(long, value_delimiter = ',', value_name = "MAP[,MAP..]")]
     pub style_map: Vec<PathBuf>,

@@ -190,6 +190,10 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
             .matcher
             .parse()
             .map_err(|e: String| CliError::usage(format!("--matcher: {e}")))?,
+        bank_precision: a
+            .bank_precision
+            .parse()
+            .map_err(|e: String| CliError::usage(format!("--bank-precision: {e}")))?,
         max_memory: match &a.max_memory {
             None => None,
             Some(m) => Some(mrfsynth::synth::memory::parse_bytes(m).ok_or_else(|| {

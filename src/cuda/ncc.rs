@@ -122,30 +122,66 @@ impl CustomOp2 for NccBest {
         // SAFETY: the finishing kernel writes all 2n values.
         let out = unsafe { dev.alloc::<u32>(2 * n.max(1))? };
         if n > 0 {
-            let kernel = format!("ncc_best_{}", kernel_suffix(bs.dtype())?);
             let range = contiguous_range(bl, "ncc-best bank")?;
-            match bs.dtype() {
-                DType::F32 => launch_best::<f32>(&dev, &kernel, &q, bs, range, &best, n, m, d)?,
-                DType::F16 => {
-                    launch_best::<half::f16>(&dev, &kernel, &q, bs, range, &best, n, m, d)?
-                }
-                DType::BF16 => {
-                    launch_best::<half::bf16>(&dev, &kernel, &q, bs, range, &best, n, m, d)?
-                }
-                _ => unreachable!("kernel_suffix accepted the dtype"),
-            }
-            let func = ncc_function(&dev, "ncc_finish_all")?;
             let (ni, di) = (int(n, "queries")?, int(d, "patch length")?);
-            let cfg = LaunchConfig {
+            let stream = dev.cuda_stream();
+            let per_warp = LaunchConfig {
                 grid_dim: ((n * 32).div_ceil(256) as u32, 1, 1),
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let stream = dev.cuda_stream();
-            let mut b = stream.launch_builder(&func);
-            b.arg(&q).arg(&best).arg(&out).arg(&ni).arg(&di);
-            // SAFETY: argument types and counts match the kernel's signature.
-            unsafe { b.launch(cfg) }.w()?;
+            if bs.dtype() == DType::F32 {
+                // f32 on the CUDA cores; the scores are divided by the query norms at the end.
+                launch_best::<f32>(&dev, "ncc_best_f32", &q, None, bs, range, &best, n, m, d)?;
+                let func = ncc_function(&dev, "ncc_finish_all")?;
+                let mut b = stream.launch_builder(&func);
+                b.arg(&q).arg(&best).arg(&out).arg(&ni).arg(&di);
+                // SAFETY: argument types and counts match the kernel's signature.
+                unsafe { b.launch(per_warp) }.w()?;
+            } else {
+                // Half banks on the tensor cores, with queries scaled to unit norm on the way in.
+                // SAFETY: the kernel writes all n values.
+                let inv = unsafe { dev.alloc::<f32>(n)? };
+                let func = ncc_function(&dev, "query_inv_norms")?;
+                let mut b = stream.launch_builder(&func);
+                b.arg(&q).arg(&inv).arg(&ni).arg(&di);
+                // SAFETY: argument types and counts match the kernel's signature.
+                unsafe { b.launch(per_warp) }.w()?;
+                let inv = inv.slice(..);
+                let kernel = format!("ncc_best_tc_{}", kernel_suffix(bs.dtype())?);
+                match bs.dtype() {
+                    DType::F16 => launch_best::<half::f16>(
+                        &dev,
+                        &kernel,
+                        &q,
+                        Some(&inv),
+                        bs,
+                        range,
+                        &best,
+                        n,
+                        m,
+                        d,
+                    )?,
+                    DType::BF16 => launch_best::<half::bf16>(
+                        &dev,
+                        &kernel,
+                        &q,
+                        Some(&inv),
+                        bs,
+                        range,
+                        &best,
+                        n,
+                        m,
+                        d,
+                    )?,
+                    _ => unreachable!("kernel_suffix accepted the dtype"),
+                }
+                let func = ncc_function(&dev, "ncc_finish_cosine")?;
+                let mut b = stream.launch_builder(&func);
+                b.arg(&best).arg(&out).arg(&ni);
+                // SAFETY: argument types and counts match the kernel's signature.
+                unsafe { b.launch(super::elementwise_config(n)) }.w()?;
+            }
         }
         Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((2, n))))
     }
@@ -156,6 +192,7 @@ fn launch_best<T: CudaDType + DeviceRepr>(
     dev: &CudaDevice,
     kernel: &str,
     q: &CudaView<'_, f32>,
+    inv_norm: Option<&CudaView<'_, f32>>,
     bank: &CudaStorage,
     range: std::ops::Range<usize>,
     best: &CudaSlice<u64>,
@@ -180,7 +217,11 @@ fn launch_best<T: CudaDType + DeviceRepr>(
     );
     let stream = dev.cuda_stream();
     let mut b = stream.launch_builder(&func);
-    b.arg(q).arg(&bank).arg(best).arg(&ni).arg(&mi).arg(&di);
+    b.arg(q);
+    if let Some(inv) = inv_norm {
+        b.arg(inv);
+    }
+    b.arg(&bank).arg(best).arg(&ni).arg(&mi).arg(&di);
     // SAFETY: argument types and counts match the kernel's signature.
     unsafe { b.launch(cfg) }.w()?;
     Ok(())

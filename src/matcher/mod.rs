@@ -35,12 +35,18 @@ pub trait PatchMatcher: Send + Sync {
     fn name(&self) -> &'static str;
 }
 
-/// The exact matcher for the bank's device: our fused kernel on a GPU, chunked GEMMs elsewhere.
-pub fn exact_for(bank: &Tensor, budget_floats: usize) -> Result<Box<dyn PatchMatcher>> {
+/// The exact matcher for the bank's device: our fused kernel on a GPU (bank stored as
+/// `gpu_dtype`), chunked f32 GEMMs elsewhere.
+pub fn exact_for(
+    bank: &Tensor,
+    budget_floats: usize,
+    gpu_dtype: candle_core::DType,
+) -> Result<Box<dyn PatchMatcher>> {
     #[cfg(feature = "cuda")]
     if bank.device().is_cuda() {
-        return Ok(Box::new(CudaMatcher::new(bank, candle_core::DType::F32)?));
+        return Ok(Box::new(CudaMatcher::new(bank, gpu_dtype)?));
     }
+    let _ = gpu_dtype;
     Ok(Box::new(ExactMatcher::new(bank, budget_floats)?))
 }
 

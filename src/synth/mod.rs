@@ -25,7 +25,9 @@ use crate::vgg::{LayerId, Vgg19};
 
 pub use init::Init;
 pub use objective::{Objective, Timing};
-pub use params::{Guides, MatcherKind, OptimizerKind, Params, PriorKind, GRAM_CONTENT_WEIGHT};
+pub use params::{
+    BankPrecision, Guides, MatcherKind, OptimizerKind, Params, PriorKind, GRAM_CONTENT_WEIGHT,
+};
 pub use pyramid::Level;
 
 /// Largest pixel change (0..255 units) of the optimiser's first step at each level.
@@ -216,7 +218,9 @@ fn level_priors<'a>(
             let bank = Tensor::cat(&parts, 0)?;
             style_patches.push(total);
             let matcher: Box<dyn PatchMatcher> = match params.matcher {
-                MatcherKind::Exact => matcher::exact_for(&bank, params.match_budget)?,
+                MatcherKind::Exact => {
+                    matcher::exact_for(&bank, params.match_budget, params.bank_precision.dtype())?
+                }
                 MatcherKind::Approx => Box::new(ApproxMatcher::new(
                     &bank,
                     ApproxOptions {

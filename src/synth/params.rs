@@ -58,6 +58,42 @@ pub struct Guides {
     pub weight: f32,
 }
 
+/// Storage of the style patch bank for matching on a GPU: f16 and bf16 halve its memory and
+/// run the products on the tensor cores (indices equal f32's for 99.7-100% of real queries,
+/// measured on an H200); the CPU matchers always use f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BankPrecision {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl BankPrecision {
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            BankPrecision::F32 => candle_core::DType::F32,
+            BankPrecision::F16 => candle_core::DType::F16,
+            BankPrecision::Bf16 => candle_core::DType::BF16,
+        }
+    }
+}
+
+impl std::str::FromStr for BankPrecision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(BankPrecision::F32),
+            "f16" => Ok(BankPrecision::F16),
+            "bf16" => Ok(BankPrecision::Bf16),
+            _ => Err(format!(
+                "unknown bank precision '{s}' (expected f32, f16 or bf16)"
+            )),
+        }
+    }
+}
+
 /// How style patches are searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -128,6 +164,8 @@ pub struct Params {
     /// Largest block of match scores held at once, in floats.
     pub match_budget: usize,
     pub matcher: MatcherKind,
+    /// Patch bank storage for GPU matching.
+    pub bank_precision: BankPrecision,
     /// Guide maps for the MRF prior (texture and transfer).
     #[serde(skip)]
     pub guides: Option<Guides>,
@@ -172,6 +210,7 @@ impl Default for Params {
             seed: 0,
             match_budget: 1 << 24,
             matcher: MatcherKind::Exact,
+            bank_precision: BankPrecision::F32,
             guides: None,
             max_memory: None,
         }
