@@ -220,8 +220,8 @@ extern "C" __global__ void ncc_finish_all(const float *q, const unsigned long lo
 // query_inv_norms), which keeps large VGG activations inside f16's range and makes the tile
 // scores cosines directly. Each of the 8 warps owns 32 queries x 64 bank rows of the block's
 // 128 x 128 tile; it reduces its accumulators through a 16x16 scratch tile in shared memory.
-#define TC_K 32
-#define TC_LD (TC_K + 8)  // row pitch in halves: a multiple of 8, off the bank period
+#define TC_K 64
+#define TC_LD (TC_K + 8)  // row pitch in halves: 16-byte rows, off the shared-memory bank period
 
 __device__ void query_inv_norms_kernel(const float *__restrict__ q, float *__restrict__ inv, int n,
                                        int d) {
@@ -247,10 +247,12 @@ __device__ void ncc_best_tc(const float *__restrict__ q, const float *__restrict
   const int warp_row = warp >> 1;  // 0..3: queries warp_row*32 .. +32
   const int warp_col = warp & 1;   // 0..1: bank rows warp_col*64 .. +64
   const int q0 = blockIdx.x * TILE_Q;
-  // Staging: thread copies 16 consecutive k of one row of each operand.
-  const int load_row = tid >> 1, load_k = (tid & 1) * 16;
+  // Staging: thread copies 32 consecutive k of one row of each operand; 16-byte loads when the
+  // rows are aligned for them (patch length a multiple of 8, as VGG's channel counts give).
+  const int load_row = tid >> 1, load_k = (tid & 1) * 32;
   const int qr = q0 + load_row;
   const float q_scale = qr < n ? inv_norm[qr] : 0.f;
+  const bool vec = (d % 8 == 0) && ((uintptr_t)q % 16 == 0) && ((uintptr_t)bank % 16 == 0);
   float *tile = scratch[warp];
 
   float run_s[2] = {-INFINITY, -INFINITY};
@@ -267,12 +269,40 @@ __device__ void ncc_best_tc(const float *__restrict__ q, const float *__restrict
 
     for (int k0 = 0; k0 < d; k0 += TC_K) {
       const int br = m0 + load_row;
+      const int kb = k0 + load_k;
+      if (vec && kb + 32 <= d) {
+        if (qr < n) {
+          const float4 *src = reinterpret_cast<const float4 *>(q + (size_t)qr * d + kb);
 #pragma unroll
-      for (int e = 0; e < 16; ++e) {
-        const int k = k0 + load_k + e;
-        qs[load_row][load_k + e] =
-            from_float<T>((qr < n && k < d) ? q[(size_t)qr * d + k] * q_scale : 0.f);
-        bs[load_row][load_k + e] = (br < m && k < d) ? bank[(size_t)br * d + k] : from_float<T>(0.f);
+          for (int v = 0; v < 8; ++v) {
+            const float4 x = src[v];
+            qs[load_row][load_k + 4 * v + 0] = from_float<T>(x.x * q_scale);
+            qs[load_row][load_k + 4 * v + 1] = from_float<T>(x.y * q_scale);
+            qs[load_row][load_k + 4 * v + 2] = from_float<T>(x.z * q_scale);
+            qs[load_row][load_k + 4 * v + 3] = from_float<T>(x.w * q_scale);
+          }
+        } else {
+#pragma unroll
+          for (int e = 0; e < 32; ++e) qs[load_row][load_k + e] = from_float<T>(0.f);
+        }
+        uint4 *dst = reinterpret_cast<uint4 *>(&bs[load_row][load_k]);
+        if (br < m) {
+          const uint4 *src = reinterpret_cast<const uint4 *>(bank + (size_t)br * d + kb);
+#pragma unroll
+          for (int v = 0; v < 4; ++v) dst[v] = src[v];
+        } else {
+#pragma unroll
+          for (int v = 0; v < 4; ++v) dst[v] = make_uint4(0, 0, 0, 0);
+        }
+      } else {
+#pragma unroll 4
+        for (int e = 0; e < 32; ++e) {
+          const int k = kb + e;
+          qs[load_row][load_k + e] =
+              from_float<T>((qr < n && k < d) ? q[(size_t)qr * d + k] * q_scale : 0.f);
+          bs[load_row][load_k + e] =
+              (br < m && k < d) ? bank[(size_t)br * d + k] : from_float<T>(0.f);
+        }
       }
       __syncthreads();
 #pragma unroll
