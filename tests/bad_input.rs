@@ -252,6 +252,13 @@ fn corpus(dir: &Path, out: &Path) -> Vec<Case> {
             "--patch-size",
         ),
         case("stride above patch", tex(&["--stride", "5"]), 2, "--stride"),
+        case("unknown device", tex(&["--device", "tpu"]), 2, "tpu"),
+        case(
+            "bank precision unknown",
+            tex(&["--bank-precision", "f8"]),
+            2,
+            "--bank-precision",
+        ),
         case(
             "style scale zero",
             tex(&["--style-scale", "0"]),

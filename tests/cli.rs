@@ -80,3 +80,24 @@ fn bad_layer_name_and_bad_extension_are_usage_errors() {
         "nothing written"
     );
 }
+
+/// Without the `cuda` feature, asking for a GPU is a usage error naming the feature, not a
+/// silent CPU run; `auto` runs on the CPU.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_device_without_the_feature_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.png");
+    let o = common::mrfsynth()
+        .args([
+            "--quiet", "texture", "--device", "cuda", "--size", "32", "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--features cuda"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!out.exists());
+}

