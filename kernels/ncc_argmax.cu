@@ -49,6 +49,14 @@ __device__ __forceinline__ bool better(float s, uint32_t i, float bs, uint32_t b
   return s > bs || (s == bs && i < bi);
 }
 
+// Keeps the better of (s, idx) and (os, oi) in (s, idx).
+__device__ __forceinline__ void keep_better(float &s, uint32_t &idx, float os, uint32_t oi) {
+  if (better(os, oi, s, idx)) {
+    s = os;
+    idx = oi;
+  }
+}
+
 // Bank rows scaled to unit L2 norm (norm clamped at 1e-8, as on the CPU), written as T.
 // One block per row.
 template <typename T>
@@ -146,17 +154,10 @@ __device__ void ncc_best(const float *__restrict__ q, const T *__restrict__ bank
       }
 #pragma unroll
       for (int o = 8; o > 0; o >>= 1) {
-        const float os = __shfl_xor_sync(0xffffffffu, s, o, 16);
-        const uint32_t oi = __shfl_xor_sync(0xffffffffu, idx, o, 16);
-        if (better(os, oi, s, idx)) {
-          s = os;
-          idx = oi;
-        }
+        keep_better(s, idx, __shfl_xor_sync(0xffffffffu, s, o, 16),
+                    __shfl_xor_sync(0xffffffffu, idx, o, 16));
       }
-      if (better(s, idx, run_s[i], run_i[i])) {
-        run_s[i] = s;
-        run_i[i] = idx;
-      }
+      keep_better(run_s[i], run_i[i], s, idx);
     }
   }
 
@@ -345,16 +346,8 @@ __device__ void ncc_best_tc(const float *__restrict__ q, const float *__restrict
         }
         __syncwarp();
       }
-      const float os = __shfl_xor_sync(0xffffffffu, s, 1);
-      const uint32_t oi = __shfl_xor_sync(0xffffffffu, idx, 1);
-      if (better(os, oi, s, idx)) {
-        s = os;
-        idx = oi;
-      }
-      if (better(s, idx, run_s[i], run_i[i])) {
-        run_s[i] = s;
-        run_i[i] = idx;
-      }
+      keep_better(s, idx, __shfl_xor_sync(0xffffffffu, s, 1), __shfl_xor_sync(0xffffffffu, idx, 1));
+      keep_better(run_s[i], run_i[i], s, idx);
     }
   }
 

@@ -17,6 +17,18 @@ LIBS=$( (find "$NV" -name 'lib*.so*' -printf '%h\n' 2>/dev/null; ls -d /usr/loca
 export LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:-}
 export HOME=${HOME:-/root} XDG_CACHE_HOME=$PWD/target/gpu-cache
 export RUST_BACKTRACE=1
+# Which parts to run (all by default): env tests bench e2e large.
+PARTS=" ${GPU_CHECK_PARTS:-tests bench e2e large} "
+part() { [[ "$PARTS" == *" $1 "* ]]; }
+# One line per level from a sidecar: size, evaluations, seconds, forward/priors/backward.
+levels() {
+  python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+for l in d["levels"]:
+    t = l["timing"]
+    print("   %5d px: %3d evals %6.2f s (forward %.2f, priors %.2f, backward %.2f)" % (l["width"], l["evaluations"], l["seconds"], t["forward_s"], t["priors_s"], t["backward_s"]))
+print("   total %.2f s on %s" % (d["seconds"], d["device"]))' "$1"
+}
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   echo "missing libraries:"; ldd "$B/mrfsynth" | grep -i 'not found' || echo none
@@ -35,27 +47,38 @@ peak_mem() { # runs "$@" while sampling GPU memory; prints the peak in MiB
   echo "rc=$rc peak_gpu_MiB=$(sort -n "$OUT/.mem" | tail -1)"
 }
 
+if part tests; then
 timeout 100 "$B/cuda_tests" --test-threads=1 --nocapture > "$OUT/tests.log" 2>&1
 echo "tests rc=$?"; grep -E "^test |test result|equal" "$OUT/tests.log"
+fi
 
+if part bench; then
 timeout 90 "$B/bench_gpu" "$B/ihc.png" > "$OUT/bench_gpu.md" 2>&1
 echo "bench rc=$?"; cat "$OUT/bench_gpu.md"
+fi
 
 TIMEFORMAT='wall %R s'
 # The last run keeps 10 L-BFGS pairs instead of 100: the optimiser's own cost on the host.
+if part e2e; then
 for run in cold:f32:100 warm:f32:100 warm:f16:100 warm:f16:10; do
   IFS=: read -r name bank hist <<< "$run"
   { time timeout 75 "$B/mrfsynth" --quiet texture --device cuda --bank-precision $bank --history $hist \
-    -o "$OUT/texture384_${name}_${bank}_h$hist.png"; } >> "$OUT/e2e.log" 2>&1
+    -o "$OUT/t.png"; } >> "$OUT/e2e.log" 2>&1
   echo "e2e $run rc=$?" >> "$OUT/e2e.log"
+  levels "$OUT/t.json" >> "$OUT/e2e.log" 2>&1
+  mv "$OUT/t.png" "$OUT/texture384_$bank.png" 2>/dev/null
 done
-cat "$OUT/e2e.log"; grep -h '"seconds"\|"device"' "$OUT"/texture384_*.json
+cat "$OUT/e2e.log"
+fi
 
+if part large; then
 for size in 2048 4096 8192; do
   echo "== $size px" >> "$OUT/large.log"
   peak_mem timeout $((size / 32 + 10)) "$B/mrfsynth" --quiet texture --device cuda --size $size --iterations 3 --bank-precision f16 \
     -o "$OUT/large_$size.png" >> "$OUT/large.log" 2>&1
-  grep -h '"seconds"' "$OUT/large_$size.json" >> "$OUT/large.log" 2>/dev/null
+  [ -f "$OUT/large_$size.json" ] && levels "$OUT/large_$size.json" >> "$OUT/large.log" 2>&1
+  rm -f "$OUT/large_$size.png" "$OUT/large_$size.json"
 done
 cat "$OUT/large.log"
-rm -f "$OUT"/large_*.png "$OUT/.mem"
+fi
+rm -f "$OUT/.mem" "$OUT/t.json" "$OUT"/*.json

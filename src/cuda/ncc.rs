@@ -130,9 +130,19 @@ impl CustomOp2 for NccBest {
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: 0,
             };
+            let search = BestSearch {
+                dev: &dev,
+                q: &q,
+                bank: bs,
+                range,
+                best: &best,
+                n,
+                m,
+                d,
+            };
             if bs.dtype() == DType::F32 {
                 // f32 on the CUDA cores; the scores are divided by the query norms at the end.
-                launch_best::<f32>(&dev, "ncc_best_f32", &q, None, bs, range, &best, n, m, d)?;
+                search.launch::<f32>("ncc_best_f32", None)?;
                 let func = ncc_function(&dev, "ncc_finish_all")?;
                 let mut b = stream.launch_builder(&func);
                 b.arg(&q).arg(&best).arg(&out).arg(&ni).arg(&di);
@@ -147,33 +157,11 @@ impl CustomOp2 for NccBest {
                 b.arg(&q).arg(&inv).arg(&ni).arg(&di);
                 // SAFETY: argument types and counts match the kernel's signature.
                 unsafe { b.launch(per_warp) }.w()?;
-                let inv = inv.slice(..);
+                let inv = Some(inv.slice(..));
                 let kernel = format!("ncc_best_tc_{}", kernel_suffix(bs.dtype())?);
                 match bs.dtype() {
-                    DType::F16 => launch_best::<half::f16>(
-                        &dev,
-                        &kernel,
-                        &q,
-                        Some(&inv),
-                        bs,
-                        range,
-                        &best,
-                        n,
-                        m,
-                        d,
-                    )?,
-                    DType::BF16 => launch_best::<half::bf16>(
-                        &dev,
-                        &kernel,
-                        &q,
-                        Some(&inv),
-                        bs,
-                        range,
-                        &best,
-                        n,
-                        m,
-                        d,
-                    )?,
+                    DType::F16 => search.launch::<half::f16>(&kernel, inv.as_ref())?,
+                    DType::BF16 => search.launch::<half::bf16>(&kernel, inv.as_ref())?,
                     _ => unreachable!("kernel_suffix accepted the dtype"),
                 }
                 let func = ncc_function(&dev, "ncc_finish_cosine")?;
@@ -187,42 +175,60 @@ impl CustomOp2 for NccBest {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn launch_best<T: CudaDType + DeviceRepr>(
-    dev: &CudaDevice,
-    kernel: &str,
-    q: &CudaView<'_, f32>,
-    inv_norm: Option<&CudaView<'_, f32>>,
-    bank: &CudaStorage,
+/// One launch of a best-match kernel over a (query, bank) pair: the arguments every variant shares.
+struct BestSearch<'a> {
+    dev: &'a CudaDevice,
+    q: &'a CudaView<'a, f32>,
+    bank: &'a CudaStorage,
     range: std::ops::Range<usize>,
-    best: &CudaSlice<u64>,
+    best: &'a CudaSlice<u64>,
     n: usize,
     m: usize,
     d: usize,
-) -> Result<()> {
-    let bank = bank.as_cuda_slice::<T>()?.slice(range);
-    let func = ncc_function(dev, kernel)?;
-    let query_blocks = n.div_ceil(TILE);
-    let bank_tiles = m.div_ceil(TILE);
-    let split = TARGET_BLOCKS.div_ceil(query_blocks).clamp(1, bank_tiles);
-    let cfg = LaunchConfig {
-        grid_dim: (query_blocks as u32, split as u32, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let (ni, mi, di) = (
-        int(n, "queries")?,
-        int(m, "bank rows")?,
-        int(d, "patch length")?,
-    );
-    let stream = dev.cuda_stream();
-    let mut b = stream.launch_builder(&func);
-    b.arg(q);
-    if let Some(inv) = inv_norm {
-        b.arg(inv);
+}
+
+impl BestSearch<'_> {
+    /// Launches `kernel` with the bank read as `T`; the tensor-core kernels also take the
+    /// queries' inverse norms.
+    fn launch<T: CudaDType + DeviceRepr>(
+        &self,
+        kernel: &str,
+        inv_norm: Option<&CudaView<'_, f32>>,
+    ) -> Result<()> {
+        let BestSearch {
+            dev,
+            q,
+            bank,
+            best,
+            n,
+            m,
+            d,
+            ..
+        } = *self;
+        let bank = bank.as_cuda_slice::<T>()?.slice(self.range.clone());
+        let func = ncc_function(dev, kernel)?;
+        let query_blocks = n.div_ceil(TILE);
+        let bank_tiles = m.div_ceil(TILE);
+        let split = TARGET_BLOCKS.div_ceil(query_blocks).clamp(1, bank_tiles);
+        let cfg = LaunchConfig {
+            grid_dim: (query_blocks as u32, split as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (ni, mi, di) = (
+            int(n, "queries")?,
+            int(m, "bank rows")?,
+            int(d, "patch length")?,
+        );
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&func);
+        b.arg(q);
+        if let Some(inv) = inv_norm {
+            b.arg(inv);
+        }
+        b.arg(&bank).arg(best).arg(&ni).arg(&mi).arg(&di);
+        // SAFETY: argument types and counts match the kernel's signature.
+        unsafe { b.launch(cfg) }.w()?;
+        Ok(())
     }
-    b.arg(&bank).arg(best).arg(&ni).arg(&mi).arg(&di);
-    // SAFETY: argument types and counts match the kernel's signature.
-    unsafe { b.launch(cfg) }.w()?;
-    Ok(())
 }
