@@ -234,3 +234,58 @@ fn several_exemplars_share_one_bank_and_the_sidecar_says_how_much_of_each() {
         );
     }
 }
+
+/// `--style-blend` biases MRF matching: down-weighting one exemplar lowers the share of
+/// matches drawn from it.
+#[test]
+fn blend_weights_bias_which_exemplar_the_matches_come_from() {
+    let (Some(a), Some(b)) = (
+        common::shared_image("grass.png"),
+        common::shared_image("riverstones.png"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let first_share = |blend: &str| -> f64 {
+        let out_path = dir.path().join(format!("mix_{blend}.png"));
+        let out = common::mrfsynth()
+            .args([
+                "texture",
+                "--quiet",
+                "--size",
+                "64",
+                "--levels",
+                "1",
+                "--iterations",
+                "3",
+                "--style-blend",
+                blend,
+                "--style",
+            ])
+            .arg(format!("{},{}", a.display(), b.display()))
+            .arg("-o")
+            .arg(&out_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let side: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out_path.with_extension("json")).unwrap())
+                .unwrap();
+        // relu3_1, the layer with the most patches.
+        side["levels"][0]["mrf"][0]["share_per_style"][0]
+            .as_f64()
+            .unwrap()
+    };
+    // Noise starts closer to grass: at even weights most matches are grass patches.
+    let even = first_share("1,1");
+    let low = first_share("0.6,1");
+    assert!(even > 0.5, "grass should dominate at even weights: {even}");
+    assert!(
+        low < 0.5 * even,
+        "weight 0.6 should cut grass's share: {even} -> {low}"
+    );
+}

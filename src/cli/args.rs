@@ -93,7 +93,7 @@ pub struct SynthArgs {
     /// Gram layers.
     #[arg(long, default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")]
     pub gram_layers: String,
-    /// Blend weights of several style images (comma-separated, one per --style image).
+    /// Weights of several style images (comma-separated, one per --style image): they weigh the Gram targets, and bias MRF matching (a patch's score is multiplied by its image's weight / the largest).
     #[arg(long, value_name = "W1,W2,..")]
     pub style_blend: Option<String>,
     /// MRF layers.

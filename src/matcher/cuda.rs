@@ -28,6 +28,18 @@ impl CudaMatcher {
         })
     }
 
+    /// As [`super::ExactMatcher::with_row_weights`]: row j's cosine counts `weights[j]` times.
+    pub fn with_row_weights(mut self, weights: &Tensor) -> Result<Self> {
+        let w = weights.to_dtype(DType::F32)?.reshape((self.len, 1))?;
+        let dtype = self.bank.dtype();
+        self.bank = self
+            .bank
+            .to_dtype(DType::F32)?
+            .broadcast_mul(&w)?
+            .to_dtype(dtype)?;
+        Ok(self)
+    }
+
     pub fn dtype(&self) -> DType {
         self.bank.dtype()
     }

@@ -28,6 +28,16 @@ impl ExactMatcher {
     }
 }
 
+impl ExactMatcher {
+    /// Multiplies each bank row's cosine by `weights[j]` (>= 0, [M]) when ranking, so that
+    /// matches lean toward heavier rows; the reported score is the weighted one.
+    pub fn with_row_weights(mut self, weights: &Tensor) -> Result<Self> {
+        let w = weights.to_dtype(DType::F32)?.reshape((1, self.len))?;
+        self.bank_t = self.bank_t.broadcast_mul(&w)?;
+        Ok(self)
+    }
+}
+
 impl PatchMatcher for ExactMatcher {
     fn best(&self, queries: &Tensor) -> Result<Matches> {
         let n = queries.dim(0)?;
@@ -80,6 +90,20 @@ mod tests {
         let r = m.best(&q)?;
         assert_eq!(r.index.to_vec1::<u32>()?, vec![1, 0, 2]);
         assert!(r.score.iter().all(|&s| s > 0.9 && s <= 1.0 + 1e-6));
+        Ok(())
+    }
+
+    #[test]
+    fn row_weights_tip_the_choice() -> Result<()> {
+        let bank = Tensor::new(&[[1f32, 0.], [1., 0.2]], &Device::Cpu)?;
+        let q = Tensor::new(&[[1f32, 0.05]], &Device::Cpu)?;
+        let plain = ExactMatcher::new(&bank, 16)?.best(&q)?;
+        assert_eq!(plain.index.to_vec1::<u32>()?, vec![0]);
+        let w = Tensor::new(&[0.9f32, 1.0], &Device::Cpu)?;
+        let biased = ExactMatcher::new(&bank, 16)?
+            .with_row_weights(&w)?
+            .best(&q)?;
+        assert_eq!(biased.index.to_vec1::<u32>()?, vec![1]);
         Ok(())
     }
 }

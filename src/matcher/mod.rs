@@ -36,18 +36,28 @@ pub trait PatchMatcher: Send + Sync {
 }
 
 /// The exact matcher for the bank's device: our fused kernel on a GPU (bank stored as
-/// `gpu_dtype`), chunked f32 GEMMs elsewhere.
+/// `gpu_dtype`), chunked f32 GEMMs elsewhere; with `row_weights` [M], row j's cosine is
+/// multiplied by its weight when ranking.
 pub fn exact_for(
     bank: &Tensor,
     budget_floats: usize,
     gpu_dtype: candle_core::DType,
+    row_weights: Option<&Tensor>,
 ) -> Result<Box<dyn PatchMatcher>> {
     #[cfg(feature = "cuda")]
     if bank.device().is_cuda() {
-        return Ok(Box::new(CudaMatcher::new(bank, gpu_dtype)?));
+        let m = CudaMatcher::new(bank, gpu_dtype)?;
+        return Ok(Box::new(match row_weights {
+            Some(w) => m.with_row_weights(w)?,
+            None => m,
+        }));
     }
     let _ = gpu_dtype;
-    Ok(Box::new(ExactMatcher::new(bank, budget_floats)?))
+    let m = ExactMatcher::new(bank, budget_floats)?;
+    Ok(Box::new(match row_weights {
+        Some(w) => m.with_row_weights(w)?,
+        None => m,
+    }))
 }
 
 /// Rows scaled to unit L2 norm (zero rows stay zero).

@@ -167,6 +167,26 @@ fn check_sizes(
 /// A level's priors, and the style patch count of each MRF layer.
 type LevelPriors<'a> = (Vec<Box<dyn FeatureLoss + 'a>>, Vec<usize>);
 
+/// Per bank row, its style's blend weight relative to the largest, or None when all styles
+/// weigh the same: several exemplars' `blend` weights bias the MRF matching toward the heavier.
+fn match_bias(
+    blend: &[f64],
+    ends: &[usize],
+    device: &candle_core::Device,
+) -> candle_core::Result<Option<Tensor>> {
+    let top = blend.iter().cloned().fold(0.0, f64::max);
+    if blend.len() < 2 || blend.iter().all(|&b| b == top) {
+        return Ok(None);
+    }
+    let mut w = Vec::with_capacity(ends.last().copied().unwrap_or(0));
+    let mut start = 0;
+    for (&end, &b) in ends.iter().zip(blend) {
+        w.extend(std::iter::repeat_n((b / top) as f32, end - start));
+        start = end;
+    }
+    Tensor::from_vec(w, ends.last().copied().unwrap_or(0), device).map(Some)
+}
+
 /// The priors of one level, built at that level's scale.
 fn level_priors<'a>(
     vgg: &Vgg19,
@@ -217,10 +237,14 @@ fn level_priors<'a>(
             }
             let bank = Tensor::cat(&parts, 0)?;
             style_patches.push(total);
+            let row_weights = match_bias(blend, &ends, bank.device())?;
             let matcher: Box<dyn PatchMatcher> = match params.matcher {
-                MatcherKind::Exact => {
-                    matcher::exact_for(&bank, params.match_budget, params.bank_precision.dtype())?
-                }
+                MatcherKind::Exact => matcher::exact_for(
+                    &bank,
+                    params.match_budget,
+                    params.bank_precision.dtype(),
+                    row_weights.as_ref(),
+                )?,
                 MatcherKind::Approx => Box::new(ApproxMatcher::new(
                     &bank,
                     ApproxOptions {
@@ -313,6 +337,13 @@ pub fn plan(
         bail!("one blend weight >= 0 per style image is needed, not all zero");
     }
     let mut notes = Vec::new();
+    let uneven = blend.iter().any(|&b| b != blend[0]);
+    if uneven && params.prior.uses_mrf() && params.matcher == MatcherKind::Approx {
+        notes.push(
+            "blend weights bias exact MRF matching only; --matcher approx matches without them"
+                .to_string(),
+        );
+    }
     let styles = scaled_styles(styles, task, params);
     let mut deepest = params.deepest_style_layer();
     if matches!(task, Task::Transfer { .. }) && params.content_weight > 0.0 {
