@@ -174,6 +174,16 @@ __device__ void ncc_best(const float *__restrict__ q, const T *__restrict__ bank
   }
 }
 
+// Sum of squares of row r of q [., d], reduced across the calling warp (every lane gets it).
+__device__ __forceinline__ float warp_row_sumsq(const float *__restrict__ q, int r, int d,
+                                                int lane) {
+  const float *row = q + (size_t)r * d;
+  float acc = 0.f;
+  for (int i = lane; i < d; i += 32) acc += row[i] * row[i];
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  return acc;
+}
+
 // Unpacks the merged results into out[0..n) (indices) and out[n..2n) (cosine scores as float
 // bits: the packed score divided by the query's norm). One warp per query.
 __device__ void ncc_finish(const float *__restrict__ q, const unsigned long long *__restrict__ best,
@@ -181,10 +191,7 @@ __device__ void ncc_finish(const float *__restrict__ q, const unsigned long long
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   if (warp >= n) return;
-  const float *row = q + (size_t)warp * d;
-  float acc = 0.f;
-  for (int i = lane; i < d; i += 32) acc += row[i] * row[i];
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  const float acc = warp_row_sumsq(q, warp, d, lane);
   if (lane == 0) {
     const unsigned long long p = best[warp];
     out[warp] = ~(uint32_t)(p & 0xffffffffu);
@@ -229,10 +236,7 @@ __device__ void query_inv_norms_kernel(const float *__restrict__ q, float *__res
   const int warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   if (warp >= n) return;
-  const float *row = q + (size_t)warp * d;
-  float acc = 0.f;
-  for (int i = lane; i < d; i += 32) acc += row[i] * row[i];
-  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  const float acc = warp_row_sumsq(q, warp, d, lane);
   if (lane == 0) inv[warp] = 1.f / fmaxf(sqrtf(acc), 1e-8f);
 }
 

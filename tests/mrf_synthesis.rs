@@ -183,31 +183,22 @@ fn transfer_runs_with_a_content_loss() {
     assert!(terms.contains_key("content:relu4_2"), "{terms:?}");
 }
 
-#[test]
-fn several_exemplars_share_one_bank_and_the_sidecar_says_how_much_of_each() {
-    let (Some(a), Some(b)) = (
-        common::shared_image("grass.png"),
-        common::shared_image("riverstones.png"),
-    ) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let out_path = dir.path().join("mix.png");
+/// A 64 px texture from grass + river stones with `extra` flags; its sidecar, or None where
+/// ../shared/images is absent.
+fn two_exemplar_texture(
+    dir: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+) -> Option<serde_json::Value> {
+    let a = common::shared_image("grass.png")?;
+    let b = common::shared_image("riverstones.png")?;
+    let out_path = dir.join(format!("{name}.png"));
     let out = common::mrfsynth()
         .args([
-            "texture",
-            "--quiet",
-            "--size",
-            "64",
-            "--levels",
-            "1",
-            "--iterations",
-            "4",
-            "--matcher",
-            "approx",
-            "--style",
+            "texture", "--quiet", "--size", "64", "--levels", "1", "--style",
         ])
         .arg(format!("{},{}", a.display(), b.display()))
+        .args(extra)
         .arg("-o")
         .arg(&out_path)
         .output()
@@ -217,8 +208,19 @@ fn several_exemplars_share_one_bank_and_the_sidecar_says_how_much_of_each() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let side: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("mix.json")).unwrap()).unwrap();
+    Some(serde_json::from_slice(&std::fs::read(out_path.with_extension("json")).unwrap()).unwrap())
+}
+
+#[test]
+fn several_exemplars_share_one_bank_and_the_sidecar_says_how_much_of_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(side) = two_exemplar_texture(
+        dir.path(),
+        "mix",
+        &["--iterations", "4", "--matcher", "approx"],
+    ) else {
+        return;
+    };
     assert_eq!(side["params"]["matcher"], "approx");
     for layer in side["levels"][0]["mrf"].as_array().unwrap() {
         let shares: Vec<f64> = layer["share_per_style"]
@@ -239,50 +241,20 @@ fn several_exemplars_share_one_bank_and_the_sidecar_says_how_much_of_each() {
 /// matches drawn from it.
 #[test]
 fn blend_weights_bias_which_exemplar_the_matches_come_from() {
-    let (Some(a), Some(b)) = (
-        common::shared_image("grass.png"),
-        common::shared_image("riverstones.png"),
-    ) else {
+    let dir = tempfile::tempdir().unwrap();
+    // Share of grass (the first exemplar) in the relu3_1 matches.
+    let first_share = |blend: &str| -> Option<f64> {
+        let side = two_exemplar_texture(
+            dir.path(),
+            &format!("mix_{blend}"),
+            &["--iterations", "3", "--style-blend", blend],
+        )?;
+        side["levels"][0]["mrf"][0]["share_per_style"][0].as_f64()
+    };
+    let (Some(even), Some(low)) = (first_share("1,1"), first_share("0.6,1")) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let first_share = |blend: &str| -> f64 {
-        let out_path = dir.path().join(format!("mix_{blend}.png"));
-        let out = common::mrfsynth()
-            .args([
-                "texture",
-                "--quiet",
-                "--size",
-                "64",
-                "--levels",
-                "1",
-                "--iterations",
-                "3",
-                "--style-blend",
-                blend,
-                "--style",
-            ])
-            .arg(format!("{},{}", a.display(), b.display()))
-            .arg("-o")
-            .arg(&out_path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let side: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out_path.with_extension("json")).unwrap())
-                .unwrap();
-        // relu3_1, the layer with the most patches.
-        side["levels"][0]["mrf"][0]["share_per_style"][0]
-            .as_f64()
-            .unwrap()
-    };
     // Noise starts closer to grass: at even weights most matches are grass patches.
-    let even = first_share("1,1");
-    let low = first_share("0.6,1");
     assert!(even > 0.5, "grass should dominate at even weights: {even}");
     assert!(
         low < 0.5 * even,
