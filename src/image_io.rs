@@ -119,7 +119,7 @@ impl Default for LoadLimits {
 ///
 /// `data` has length `3 * width * height`: first the whole R plane, then G, then B,
 /// each row-major. This is the memory layout of a `[1, 3, height, width]` tensor.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RgbImageF32 {
     pub width: u32,
     pub height: u32,

@@ -131,6 +131,9 @@ pub struct SynthArgs {
     /// Patch search: exact (normalised cross-correlation) or approx (PCA + candidates + exact re-rank; faster on big banks).
     #[arg(long, default_value = "exact", value_name = "exact|approx")]
     pub matcher: String,
+    /// Optimise levels larger than N px in overlapping tiles that share one patch bank (textures). Without it, tiles are used only where a level would not fit in memory.
+    #[arg(long, value_name = "N")]
+    pub tile: Option<u32>,
     /// Patch bank storage for GPU matching: f32, or f16/bf16 (tensor cores, half the memory). CPU runs use f32.
     #[arg(long, default_value = "f32", value_name = "f32|f16|bf16")]
     pub bank_precision: String,

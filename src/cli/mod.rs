@@ -190,6 +190,7 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
             .matcher
             .parse()
             .map_err(|e: String| CliError::usage(format!("--matcher: {e}")))?,
+        tile: a.tile,
         bank_precision: a
             .bank_precision
             .parse()

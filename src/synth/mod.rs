@@ -8,6 +8,7 @@ pub mod objective;
 pub mod params;
 pub mod pyramid;
 pub mod style;
+pub mod tiles;
 
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use serde::Serialize;
 
 use crate::image_io::{resize, RgbImageF32};
 use crate::matcher::{self, ApproxMatcher, ApproxOptions, PatchMatcher};
-use crate::optim::{Adam, Control, Lbfgs, Optimizer, StepInfo};
+use crate::optim::{Adam, Control, Lbfgs, OptimResult, Optimizer, StepInfo};
 use crate::prior::gram::GramPrior;
 use crate::prior::mrf::{MrfLayer, MrfPrior, MrfStats};
 use crate::prior::{ContentLoss, FeatureLoss};
@@ -60,6 +61,9 @@ impl Observer for Silent {}
 pub struct LevelReport {
     pub width: u32,
     pub height: u32,
+    /// Optimised in this many overlapping tiles (1: in one piece); the counts and losses below
+    /// add up over the tiles.
+    pub tiles: usize,
     pub style_width: u32,
     pub style_height: u32,
     pub style_patches: Vec<usize>,
@@ -316,6 +320,8 @@ fn level_priors<'a>(
 pub struct Plan {
     pub styles: Vec<RgbImageF32>,
     pub levels: Vec<Level>,
+    /// Per level: optimised in tiles of this many px, or in one piece.
+    pub tile_sizes: Vec<Option<u32>>,
     pub deepest: LayerId,
     pub notes: Vec<String>,
     pub estimated_peak_bytes: u64,
@@ -380,10 +386,16 @@ pub fn plan(
     } else {
         levels
     };
-    let estimated_peak_bytes = check_memory(params, &levels, &styles, deepest)?;
+    let can_tile = matches!(task, Task::Texture) && !params.tileable && params.guides.is_none();
+    if params.tile.is_some() && !can_tile {
+        bail!("--tile works for textures made without --tileable or guide maps");
+    }
+    let (estimated_peak_bytes, tile_sizes) =
+        check_memory(params, &levels, &styles, deepest, can_tile, &mut notes)?;
     Ok(Plan {
         styles,
         levels,
+        tile_sizes,
         deepest,
         notes,
         estimated_peak_bytes,
@@ -415,6 +427,7 @@ pub fn run(
     let Plan {
         styles,
         levels,
+        tile_sizes,
         notes,
         estimated_peak_bytes,
         ..
@@ -445,7 +458,10 @@ pub fn run(
         }
         let (priors, style_patches) = level_priors(vgg, &styles, blend, &task, level, params)?;
         let setup_seconds = level_start.elapsed().as_secs_f64();
-        observer.level_start(li, levels.len(), level, params.iterations);
+        let planned_tiles = tile_sizes[li].map_or(1, |t| {
+            tiles::grid(level.width, level.height, t, tiles::overlap_for(t)).len()
+        });
+        observer.level_start(li, levels.len(), level, params.iterations * planned_tiles);
 
         let (w, h) = (level.width, level.height);
         let mut priors = priors;
@@ -454,50 +470,77 @@ pub fn run(
                 p.set_wrap(true);
             }
         }
-        let mut objective = Objective::new(
-            vgg,
-            priors,
-            params.tv_weight,
-            level.width as usize,
-            level.height as usize,
-        );
-        objective.wrap = params.tileable;
-        let mut optimizer: Box<dyn Optimizer> = match params.optimizer {
-            OptimizerKind::Lbfgs => Box::new(Lbfgs {
-                history: memory::lbfgs_history(params.history, w as u64 * h as u64),
-                max_iter: params.iterations,
-                max_evals: params.iterations * 5 / 4,
-                // First step: at most a few grey levels on any pixel, whatever the image size.
-                first_step: Some(FIRST_STEP_PX),
-                ..Lbfgs::default()
-            }),
-            OptimizerKind::Adam => Box::new(Adam {
-                max_iter: params.iterations,
-                ..Adam::default()
-            }),
-        };
         let mut stop_requested = false;
-        let mut on_step = |info: &StepInfo, x: &[f32]| {
-            let c = observer.step(li, info, x, w, h);
-            if c == Control::Stop {
-                stop_requested = true;
+        let (outcome, tile_count) = match tile_sizes[li] {
+            None => {
+                let mut on_step = |info: &StepInfo, x: &[f32]| {
+                    let c = observer.step(li, info, x, w, h);
+                    stop_requested |= c == Control::Stop;
+                    c
+                };
+                let mut o = optimise(
+                    vgg,
+                    priors,
+                    params,
+                    std::mem::take(&mut image),
+                    &mut on_step,
+                )
+                .with_context(|| format!("optimising level {w}x{h}"))?;
+                image = std::mem::take(&mut o.image);
+                (o, 1)
             }
-            c
+            Some(t) => {
+                let overlap = tiles::overlap_for(t);
+                let grid = tiles::grid(w, h, t, overlap);
+                let mut priors = priors;
+                let mut done: Option<Optimised<'_>> = None;
+                for (ti, r) in grid.iter().enumerate() {
+                    // Progress counts the level's iterations across all its tiles.
+                    let mut on_step = |info: &StepInfo, x: &[f32]| {
+                        let whole = StepInfo {
+                            iteration: ti * params.iterations + info.iteration,
+                            ..*info
+                        };
+                        let c = observer.step(li, &whole, x, r.width, r.height);
+                        stop_requested |= c == Control::Stop;
+                        c
+                    };
+                    let mut o =
+                        optimise(vgg, priors, params, tiles::crop(&image, *r), &mut on_step)
+                            .with_context(|| {
+                                format!(
+                                    "optimising tile {} of {} at level {w}x{h}",
+                                    ti + 1,
+                                    grid.len()
+                                )
+                            })?;
+                    tiles::blend_into(&mut image, &o.image, *r, overlap);
+                    priors = std::mem::take(&mut o.priors);
+                    done = Some(match done {
+                        None => o,
+                        Some(before) => before.then(o),
+                    });
+                    if stop_requested {
+                        break;
+                    }
+                }
+                (done.expect("a level has at least one tile"), grid.len())
+            }
         };
-        let result = optimizer
-            .minimize(
-                std::mem::take(&mut image.data),
-                &mut objective,
-                &mut on_step,
-            )
-            .with_context(|| format!("optimising level {w}x{h}"))?;
-        image = RgbImageF32::new(w, h, result.x);
         // Keep the pixels displayable: the next level and the output start from here.
         image.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 255.0));
+        let Optimised {
+            result,
+            timing,
+            last_terms,
+            mrf,
+            ..
+        } = outcome;
 
         let report = LevelReport {
             width: w,
             height: h,
+            tiles: tile_count,
             style_width: (smallest.0 as f32 * level.style_factor).round() as u32,
             style_height: (smallest.1 as f32 * level.style_factor).round() as u32,
             style_patches,
@@ -505,11 +548,11 @@ pub fn run(
             evaluations: result.evaluations,
             seconds: level_start.elapsed().as_secs_f64(),
             setup_seconds,
-            timing: objective.timing,
-            losses: result.losses.clone(),
+            timing,
+            losses: result.losses,
             final_loss: result.loss,
-            final_terms: objective.last_terms.clone(),
-            mrf: mrf_stats(&objective),
+            final_terms: last_terms,
+            mrf,
         };
         observer.level_end(li, &report);
         reports.push(report);
@@ -537,6 +580,9 @@ pub fn run(
     })
 }
 
+/// Smallest tile the memory check picks: below it the overlaps dominate.
+const MIN_TILE: u32 = 256;
+
 /// Multiple of which every level's sides are, in tileable mode: four 2x2 pools.
 const TILE_MULTIPLE: u32 = 16;
 
@@ -561,14 +607,17 @@ fn tile_friendly(levels: Vec<Level>, notes: &mut Vec<String>) -> Vec<Level> {
         .collect()
 }
 
-/// Estimated peak of the whole run (its largest level); refuses a run over the limit and says
-/// which output size would fit.
+/// Estimated peak of the whole run (its largest level), and the tile size of each level (None:
+/// in one piece). Levels that do not fit the limit are tiled where `can_tile`; a run that does
+/// not fit even so is refused with the output size that would.
 fn check_memory(
     params: &Params,
     levels: &[Level],
     styles: &[RgbImageF32],
     deepest: LayerId,
-) -> anyhow::Result<u64> {
+    can_tile: bool,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<(u64, Vec<Option<u32>>)> {
     // Banks of several styles add up: count them as copies of the largest.
     let variants =
         ((2 * params.rotations + 1) * (2 * params.scales + 1)) as u64 * styles.len() as u64;
@@ -592,12 +641,51 @@ fn check_memory(
             .max()
             .unwrap_or(0)
     };
-    let need = estimate(1.0);
-    let Some(limit) = params.max_memory.or_else(memory::available_bytes) else {
-        return Ok(need);
+    let limit = params.max_memory.or_else(memory::available_bytes);
+    // A level in tiles of `t` px: one tile's evaluation plus the level's whole image (the
+    // image, its blend target and the resampling buffers).
+    let tiled_need = |l: &Level, t: u32| -> u64 {
+        let f = l.style_factor;
+        let (lw, lh) = ((sw as f32 * f) as u32, (sh as f32 * f) as u32);
+        let (tw, th) = (t.min(l.width), t.min(l.height));
+        memory::level_peak_bytes(params, tw, th, lw, lh, variants, deepest)
+            + 4 * 3 * 4 * l.width as u64 * l.height as u64
+    };
+    let mut tiles = Vec::with_capacity(levels.len());
+    let mut need = 0u64;
+    for l in levels {
+        let whole = tiled_need(l, l.width.max(l.height));
+        let forced = params.tile.filter(|&t| l.width > t || l.height > t);
+        let tile = match (forced, limit) {
+            (Some(t), _) => Some(t),
+            (None, Some(limit)) if whole > limit && can_tile => {
+                // The largest aligned tile that fits, no smaller than MIN_TILE.
+                let mut t = (l.width.max(l.height) / tiles::TILE_ALIGN) * tiles::TILE_ALIGN;
+                while t > MIN_TILE && tiled_need(l, t) > limit {
+                    t = (t * 3 / 4) / tiles::TILE_ALIGN * tiles::TILE_ALIGN;
+                }
+                let t = t.max(MIN_TILE);
+                (tiled_need(l, t) <= limit).then_some(t)
+            }
+            _ => None,
+        };
+        if let Some(t) = tile {
+            let count = tiles::grid(l.width, l.height, t, tiles::overlap_for(t)).len();
+            notes.push(format!(
+                "level {}x{} is optimised in {count} overlapping tiles of {t} px (overlap {} px), sharing one patch bank",
+                l.width,
+                l.height,
+                tiles::overlap_for(t)
+            ));
+        }
+        need = need.max(tile.map_or(whole, |t| tiled_need(l, t)));
+        tiles.push(tile);
+    }
+    let Some(limit) = limit else {
+        return Ok((need, tiles));
     };
     if need <= limit {
-        return Ok(need);
+        return Ok((need, tiles));
     }
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
     for _ in 0..30 {
@@ -616,6 +704,80 @@ fn check_memory(
         (params.width as f64 * lo) as u32,
         (params.height as f64 * lo) as u32
     )
+}
+
+/// One optimisation of an image (a level, or a tile of one) under the level's priors, which it
+/// hands back for the next tile.
+struct Optimised<'a> {
+    image: RgbImageF32,
+    /// The optimiser's account (its `x` is moved into `image`).
+    result: OptimResult,
+    priors: Vec<Box<dyn FeatureLoss + 'a>>,
+    timing: Timing,
+    last_terms: std::collections::BTreeMap<String, f64>,
+    mrf: Vec<MrfStats>,
+}
+
+impl Optimised<'_> {
+    /// The account of this optimisation followed by `next` (a later tile of the same level).
+    fn then(mut self, next: Self) -> Self {
+        let (a, b) = (&mut self.result, next.result);
+        a.iterations += b.iterations;
+        a.evaluations += b.evaluations;
+        a.losses.extend(b.losses);
+        a.loss = b.loss;
+        a.stopped_early |= b.stopped_early;
+        a.reason = b.reason;
+        let (t, u) = (&mut self.timing, next.timing);
+        t.evaluations += u.evaluations;
+        t.forward_s += u.forward_s;
+        t.priors_s += u.priors_s;
+        t.backward_s += u.backward_s;
+        self.last_terms = next.last_terms;
+        self.mrf = next.mrf;
+        self
+    }
+}
+
+fn optimizer_for(params: &Params, pixels: u64) -> Box<dyn Optimizer> {
+    match params.optimizer {
+        OptimizerKind::Lbfgs => Box::new(Lbfgs {
+            history: memory::lbfgs_history(params.history, pixels),
+            max_iter: params.iterations,
+            max_evals: params.iterations * 5 / 4,
+            // First step: at most a few grey levels on any pixel, whatever the image size.
+            first_step: Some(FIRST_STEP_PX),
+            ..Lbfgs::default()
+        }),
+        OptimizerKind::Adam => Box::new(Adam {
+            max_iter: params.iterations,
+            ..Adam::default()
+        }),
+    }
+}
+
+fn optimise<'a>(
+    vgg: &'a Vgg19,
+    priors: Vec<Box<dyn FeatureLoss + 'a>>,
+    params: &Params,
+    image: RgbImageF32,
+    on_step: &mut dyn FnMut(&StepInfo, &[f32]) -> Control,
+) -> anyhow::Result<Optimised<'a>> {
+    let (w, h) = (image.width, image.height);
+    let mut objective = Objective::new(vgg, priors, params.tv_weight, w as usize, h as usize);
+    objective.wrap = params.tileable;
+    let mut optimizer = optimizer_for(params, w as u64 * h as u64);
+    let mut result = optimizer.minimize(image.data, &mut objective, on_step)?;
+    let image = RgbImageF32::new(w, h, std::mem::take(&mut result.x));
+    let mrf = mrf_stats(&objective);
+    Ok(Optimised {
+        image,
+        result,
+        timing: objective.timing,
+        last_terms: objective.last_terms,
+        mrf,
+        priors: objective.priors,
+    })
 }
 
 fn mrf_stats(objective: &Objective<'_>) -> Vec<MrfStats> {

@@ -171,6 +171,9 @@ pub struct Params {
     pub guides: Option<Guides>,
     /// Refuse a run whose estimated peak memory exceeds this (default: the memory available).
     pub max_memory: Option<u64>,
+    /// Optimise levels larger than this many px in overlapping tiles (textures only). Without
+    /// it, levels are tiled only when they would not fit the memory limit in one piece.
+    pub tile: Option<u32>,
 }
 
 fn layer_names<S: serde::Serializer>(l: &[LayerId], s: S) -> Result<S::Ok, S::Error> {
@@ -211,6 +214,7 @@ impl Default for Params {
             match_budget: 1 << 24,
             matcher: MatcherKind::Exact,
             bank_precision: BankPrecision::F32,
+            tile: None,
             guides: None,
             max_memory: None,
         }
@@ -220,6 +224,11 @@ impl Default for Params {
 impl Params {
     /// Checks values a user can get wrong; one message per problem.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(t) = self.tile {
+            if t < 128 || t % super::tiles::TILE_ALIGN != 0 {
+                bail!("--tile {t}: tiles must be at least 128 px and a multiple of 16");
+            }
+        }
         if self.width == 0 || self.height == 0 {
             bail!(
                 "output size must be positive, got {}x{}",
