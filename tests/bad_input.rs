@@ -253,6 +253,7 @@ fn corpus(dir: &Path, out: &Path) -> Vec<Case> {
         ),
         case("stride above patch", tex(&["--stride", "5"]), 2, "--stride"),
         case("unknown device", tex(&["--device", "tpu"]), 2, "tpu"),
+        case("tile not aligned", tex(&["--tile", "100"]), 2, "--tile"),
         case(
             "bank precision unknown",
             tex(&["--bank-precision", "f8"]),
