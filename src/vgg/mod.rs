@@ -7,6 +7,7 @@
 pub mod conv;
 pub mod layers;
 pub mod pool;
+pub mod winograd;
 
 use std::collections::BTreeMap;
 
