@@ -266,15 +266,15 @@ pub fn conv_algorithm() -> ConvAlgorithm {
     })
 }
 
-/// Raw pointer that may cross threads: every band writes a disjoint set of columns.
+/// Raw pointer that may cross threads: every band writes a disjoint part of the output.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub(super) *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// A method call makes closures capture the whole wrapper (which is Sync), not its field.
-    fn get(self) -> *mut f32 {
+    pub(super) fn get(self) -> *mut f32 {
         self.0
     }
 }

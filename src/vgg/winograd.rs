@@ -13,6 +13,8 @@
 
 use rayon::prelude::*;
 
+use super::conv::SendPtr;
+
 /// Layers with fewer input or output channels stay direct (VGG19's first, with 3 inputs).
 /// Measured on 2 cores against the direct kernel: 64->64 at 256 px 1.10x, 64->128 at 128 px
 /// 1.03x, 128->128 1.39x, 128->256 at 64 px 1.33x, 256->256 1.83x, 512->512 at 32 px 1.51x.
@@ -60,17 +62,6 @@ fn transform_weights(taps: &[f32], cout: usize, cin: usize) -> Vec<f32> {
         }
     }
     u
-}
-
-/// Raw pointer shared by bands that write disjoint regions.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Convolution of a padded image `padded` [cin][hp][wp] (one pixel of padding on every side,
