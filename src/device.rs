@@ -114,9 +114,13 @@ mod tests {
     }
 
     #[test]
-    fn auto_always_gives_a_device() {
-        assert!(DeviceSpec::Auto.open().is_ok());
+    fn cpu_and_auto_give_a_device() {
         assert!(matches!(DeviceSpec::Cpu.open(), Ok(Device::Cpu)));
+        // Without the feature, auto must fall back to the CPU, not fail.
+        #[cfg(not(feature = "cuda"))]
+        assert!(matches!(DeviceSpec::Auto.open(), Ok(Device::Cpu)));
+        #[cfg(feature = "cuda")]
+        assert!(DeviceSpec::Auto.open().is_ok());
     }
 
     #[cfg(not(feature = "cuda"))]

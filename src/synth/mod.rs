@@ -458,12 +458,15 @@ pub fn run(
         }
         let (priors, style_patches) = level_priors(vgg, &styles, blend, &task, level, params)?;
         let setup_seconds = level_start.elapsed().as_secs_f64();
-        let planned_tiles = tile_sizes[li].map_or(1, |t| {
-            tiles::grid(level.width, level.height, t, tiles::overlap_for(t)).len()
+        let (w, h) = (level.width, level.height);
+        // The level's tiles and their overlap, when it is made in tiles.
+        let tiling = tile_sizes[li].map(|t| {
+            let overlap = tiles::overlap_for(t);
+            (tiles::grid(w, h, t, overlap), overlap)
         });
+        let planned_tiles = tiling.as_ref().map_or(1, |(grid, _)| grid.len());
         observer.level_start(li, levels.len(), level, params.iterations * planned_tiles);
 
-        let (w, h) = (level.width, level.height);
         let mut priors = priors;
         if params.tileable {
             for p in priors.iter_mut() {
@@ -471,7 +474,7 @@ pub fn run(
             }
         }
         let mut stop_requested = false;
-        let (outcome, tile_count) = match tile_sizes[li] {
+        let (outcome, tile_count) = match tiling {
             None => {
                 let mut on_step = |info: &StepInfo, x: &[f32]| {
                     let c = observer.step(li, info, x, w, h);
@@ -489,9 +492,7 @@ pub fn run(
                 image = std::mem::take(&mut o.image);
                 (o, 1)
             }
-            Some(t) => {
-                let overlap = tiles::overlap_for(t);
-                let grid = tiles::grid(w, h, t, overlap);
+            Some((grid, overlap)) => {
                 let mut priors = priors;
                 let mut done: Option<Optimised<'_>> = None;
                 for (ti, r) in grid.iter().enumerate() {

@@ -12,6 +12,38 @@ use rayon::prelude::*;
 
 use crate::cpu_ops::contiguous_f32;
 
+/// Tap-major CPU weights [9][out][in], with their Winograd transform made on first use (once
+/// per layer and direction, not once per call: for a small image the transform costs as much as
+/// the convolution).
+#[derive(Debug)]
+pub struct Taps {
+    data: Vec<f32>,
+    cout: usize,
+    cin: usize,
+    winograd: std::sync::OnceLock<Vec<f32>>,
+}
+
+impl Taps {
+    pub fn new(data: Vec<f32>, cout: usize, cin: usize) -> Self {
+        assert_eq!(
+            data.len(),
+            9 * cout * cin,
+            "taps: 9 x {cout} x {cin} weights expected"
+        );
+        Self {
+            data,
+            cout,
+            cin,
+            winograd: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn winograd(&self) -> &[f32] {
+        self.winograd
+            .get_or_init(|| super::winograd::transform_weights(&self.data, self.cout, self.cin))
+    }
+}
+
 /// One convolution layer with both weight layouts prepared.
 #[derive(Debug, Clone)]
 pub struct Conv3x3 {
@@ -23,8 +55,8 @@ pub struct Conv3x3 {
     weight_grad: Tensor,
     bias: Tensor,
     /// Tap-major copies for the CPU kernel: [9][out][in] and [9][in][out].
-    taps_fwd: Arc<Vec<f32>>,
-    taps_bwd: Arc<Vec<f32>>,
+    taps_fwd: Arc<Taps>,
+    taps_bwd: Arc<Taps>,
     bias_cpu: Arc<Vec<f32>>,
 }
 
@@ -58,8 +90,8 @@ impl Conv3x3 {
             weight,
             weight_grad,
             bias: bias.to_dtype(DType::F32)?.to_device(device)?,
-            taps_fwd: Arc::new(taps_fwd),
-            taps_bwd: Arc::new(taps_bwd),
+            taps_fwd: Arc::new(Taps::new(taps_fwd, cout, cin)),
+            taps_bwd: Arc::new(Taps::new(taps_bwd, cin, cout)),
             bias_cpu: Arc::new(bias_cpu),
         })
     }
@@ -170,7 +202,7 @@ fn generic_conv(x: &Tensor, w: &Tensor, wrap: bool) -> Result<Tensor> {
 /// The CPU kernel as a candle op: input [N, cin, H, W] -> output [N, cout, H, W]; as a binary
 /// op the second input is a ReLU output whose mask gates the first.
 struct CpuConv {
-    taps: Arc<Vec<f32>>,
+    taps: Arc<Taps>,
     bias: Option<Arc<Vec<f32>>>,
     cin: usize,
     cout: usize,
@@ -291,12 +323,17 @@ pub fn conv3x3_cpu(
     cin: usize,
     h: usize,
     w: usize,
-    taps: &[f32],
+    taps: &Taps,
     cout: usize,
     bias: Option<&[f32]>,
     relu: bool,
     wrap: bool,
 ) -> Vec<f32> {
+    assert_eq!(
+        (taps.cout, taps.cin),
+        (cout, cin),
+        "conv3x3: weights do not fit"
+    );
     let winograd = cin.min(cout) >= super::winograd::MIN_CHANNELS
         && conv_algorithm() == ConvAlgorithm::Winograd;
     // Winograd reads whole 4x4 blocks: round the padded size up to even sides (zeros beyond).
@@ -336,7 +373,16 @@ pub fn conv3x3_cpu(
 
     if winograd {
         return super::winograd::conv3x3_winograd(
-            &padded, hp, wp, cin, h, w, taps, cout, bias, relu,
+            &padded,
+            hp,
+            wp,
+            cin,
+            h,
+            w,
+            taps.winograd(),
+            cout,
+            bias,
+            relu,
         );
     }
     let plane_out = h * wp;
@@ -371,7 +417,7 @@ pub fn conv3x3_cpu(
             }
             for k in 0..9 {
                 let off = (k / 3) * wp + (k % 3);
-                let lhs = taps.as_ptr().add(k * cout * cin);
+                let lhs = taps.data.as_ptr().add(k * cout * cin);
                 let rhs = padded.as_ptr().add(c0 + off);
                 gemm::gemm(
                     cout,

@@ -21,7 +21,7 @@ use super::conv::SendPtr;
 pub const MIN_CHANNELS: usize = 64;
 
 /// Transformed weights U[16][cout][cin] = G g G^T for tap-major weights `taps` [9][cout][cin].
-fn transform_weights(taps: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+pub(super) fn transform_weights(taps: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     let per = cout * cin;
     let mut u = vec![0f32; 16 * per];
     // Per output channel in parallel: its 16 rows of cin values.
@@ -64,7 +64,7 @@ fn transform_weights(taps: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     u
 }
 
-/// Convolution of a padded image `padded` [cin][hp][wp] (one pixel of padding on every side,
+/// Convolution with transformed weights `u` ([`transform_weights`]) of a padded image `padded` [cin][hp][wp] (one pixel of padding on every side,
 /// `hp >= 2 * ceil(h / 2) + 2`, `wp >= 2 * ceil(w / 2) + 2`, zeros beyond) into [cout][h][w].
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_winograd(
@@ -74,12 +74,11 @@ pub fn conv3x3_winograd(
     cin: usize,
     h: usize,
     w: usize,
-    taps: &[f32],
+    u: &[f32],
     cout: usize,
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    let u = transform_weights(taps, cout, cin);
     let (ty_n, tx_n) = (h.div_ceil(2), w.div_ceil(2));
     debug_assert!(hp >= 2 * ty_n + 2 && wp >= 2 * tx_n + 2);
     let plane_in = hp * wp;
@@ -94,7 +93,6 @@ pub fn conv3x3_winograd(
     }
     let mut out = vec![0f32; cout * h * w];
     let out_ptr = SendPtr(out.as_mut_ptr());
-    let u = &u;
     (0..ty_n)
         .step_by(rows)
         .collect::<Vec<_>>()
