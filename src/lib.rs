@@ -18,6 +18,7 @@ pub mod pip_fetch;
 pub mod prior;
 pub mod report;
 pub mod samples;
+pub mod simd;
 pub mod synth;
 pub mod vgg;
 pub mod weights;

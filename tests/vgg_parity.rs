@@ -134,7 +134,9 @@ fn input_gradient_matches_finite_differences() {
         .unwrap();
     let base: Vec<f32> = rgb.flatten_all().unwrap().to_vec1().unwrap();
     let gmax = g.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-    let eps = 0.05f32;
+    // Large enough that the loss's rounding (about 1e-7 relative with Winograd F(4x4, 3x3),
+    // 0.03 here) stays well below the differences, small enough to stay near-linear.
+    let eps = 0.5f32;
     for i in [5usize, 133, 300, 517, 777, 1001, 1234, 1400] {
         let at = |d: f32| {
             let mut v = base.clone();

@@ -3,7 +3,10 @@
 //! Scores of a chunk of queries against the whole normalised bank are one matrix product; the
 //! chunk is sized so the score block never exceeds a memory budget, however large the image.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Result, Storage, Tensor, D};
+use rayon::prelude::*;
+
+use crate::cpu_ops::contiguous_f32;
 
 use super::{normalize_rows, Matches, PatchMatcher};
 
@@ -33,14 +36,105 @@ impl ExactMatcher {
     /// matches lean toward heavier rows; the reported score is the weighted one.
     pub fn with_row_weights(mut self, weights: &Tensor) -> Result<Self> {
         let w = weights.to_dtype(DType::F32)?.reshape((1, self.len))?;
-        self.bank_t = self.bank_t.broadcast_mul(&w)?;
+        self.bank_t = self.bank_t.broadcast_mul(&w)?.contiguous()?;
         Ok(self)
+    }
+}
+
+/// Most queries per task of the CPU path: enough that packing the bank (once per task) is
+/// cheap next to the product, few enough that the scores stay in cache for the argmax.
+const CPU_CHUNK: usize = 256;
+
+impl ExactMatcher {
+    /// The CPU path: each task multiplies a few queries by the bank and takes the argmax of
+    /// their scores at once, so no score matrix is ever stored whole and every pass runs on
+    /// all cores. Ties go to the lowest index, as on the GPU.
+    fn best_cpu(
+        &self,
+        queries: &[f32],
+        n: usize,
+        dim: usize,
+        bank_t: &[f32],
+    ) -> (Vec<u32>, Vec<f32>) {
+        let m = self.len;
+        let mut index = vec![0u32; n];
+        let mut score = vec![0f32; n];
+        let threads = rayon::current_num_threads().max(1);
+        // Score blocks held at once (one per core) stay within the budget.
+        let cap = (self.budget / (m.max(1) * threads)).clamp(1, CPU_CHUNK);
+        let chunk = n.div_ceil(2 * threads).clamp(16, CPU_CHUNK).min(cap);
+        index
+            .par_chunks_mut(chunk)
+            .zip(score.par_chunks_mut(chunk))
+            .enumerate()
+            .for_each(|(t, (idx, sc))| {
+                let rows = idx.len();
+                let q = &queries[t * chunk * dim..][..rows * dim];
+                let mut scores = vec![0f32; rows * m];
+                // SAFETY: q is rows x dim, bank_t dim x m and scores rows x m, all row-major
+                // and in bounds.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        m,
+                        dim,
+                        scores.as_mut_ptr(),
+                        1,
+                        m as isize,
+                        false,
+                        q.as_ptr(),
+                        1,
+                        dim as isize,
+                        bank_t.as_ptr(),
+                        1,
+                        m as isize,
+                        0.0f32,
+                        1.0f32,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for r in 0..rows {
+                    let (mut best, mut at) = (f32::NEG_INFINITY, 0usize);
+                    for (j, &v) in scores[r * m..(r + 1) * m].iter().enumerate() {
+                        if v > best {
+                            (best, at) = (v, j);
+                        }
+                    }
+                    let norm = q[r * dim..(r + 1) * dim]
+                        .iter()
+                        .map(|v| v * v)
+                        .sum::<f32>()
+                        .sqrt();
+                    idx[r] = at as u32;
+                    sc[r] = best / norm.max(1e-8);
+                }
+            });
+        (index, score)
     }
 }
 
 impl PatchMatcher for ExactMatcher {
     fn best(&self, queries: &Tensor) -> Result<Matches> {
         let n = queries.dim(0)?;
+        if queries.device().is_cpu() && self.bank_t.device().is_cpu() && self.len > 0 {
+            let dim = queries.dim(1)?;
+            let q = queries.to_dtype(DType::F32)?.contiguous()?;
+            let (qs, ql) = q.storage_and_layout();
+            let (bs, bl) = self.bank_t.storage_and_layout();
+            if let (Storage::Cpu(qs), Storage::Cpu(bs)) = (&*qs, &*bs) {
+                let (index, score) = self.best_cpu(
+                    contiguous_f32(qs, ql, "matcher")?,
+                    n,
+                    dim,
+                    contiguous_f32(bs, bl, "matcher")?,
+                );
+                let index = Tensor::from_vec(index, n, queries.device())?;
+                return Ok(Matches { index, score });
+            }
+        }
         // The argmax over the bank does not depend on the query's norm: divide the n best
         // scores afterwards instead of normalising the whole query matrix.
         let q = queries;

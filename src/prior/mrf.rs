@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{Result, Tensor};
 
-use super::patches::{fold, fold_wrapped, unfold, unfold_wrapped};
+use super::patches::{fold, fold_wrapped, residual_fold, unfold, unfold_wrapped};
 use super::{feature, sum_sq_f64, FeatureLoss, Term};
 use crate::matcher::PatchMatcher;
 use crate::vgg::LayerId;
@@ -88,20 +88,34 @@ impl MrfLayer {
             unfold(&f, self.patch, self.stride)?
         };
         let matches = self.matcher.best(&queries)?;
-        let targets = self.bank.index_select(&matches.index, 0)?;
-        let diff = (queries - targets)?;
         let coverage = (self.patch as f64 / self.stride as f64).powi(2);
         let scale = self.weight / coverage;
-        let loss = 0.5 * scale * sum_sq_f64(&diff)?;
-        let fold_fn = if self.wrap { fold_wrapped } else { fold };
-        let grad = fold_fn(
-            &diff.affine(scale, 0.0)?,
-            channels,
-            h,
-            w,
+        let (grad, sum_sq) = match residual_fold(
+            &f,
+            &self.bank,
+            &matches.index,
             self.patch,
             self.stride,
-        )?;
+            self.wrap,
+            scale,
+        )? {
+            Some(r) => r,
+            None => {
+                let targets = self.bank.index_select(&matches.index, 0)?;
+                let diff = (queries - targets)?;
+                let fold_fn = if self.wrap { fold_wrapped } else { fold };
+                let grad = fold_fn(
+                    &diff.affine(scale, 0.0)?,
+                    channels,
+                    h,
+                    w,
+                    self.patch,
+                    self.stride,
+                )?;
+                (grad, sum_sq_f64(&diff)?)
+            }
+        };
+        let loss = 0.5 * scale * sum_sq;
         // Guide channels are constants: only the features' part of the gradient flows back.
         let grad = if channels > c {
             grad.narrow(0, 0, c)?

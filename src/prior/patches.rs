@@ -176,16 +176,105 @@ pub fn fold_wrapped(
     stride: usize,
 ) -> Result<Tensor> {
     let big = fold(patches, c, h + k - 1, w + k - 1, k, stride)?;
+    fold_overhang(&big, h, w, k)
+}
+
+/// A map of (h + k - 1) x (w + k - 1) with its last k - 1 rows and columns added back onto its
+/// first ones: the adjoint of [`wrap_pad`].
+fn fold_overhang(big: &Tensor, h: usize, w: usize, k: usize) -> Result<Tensor> {
     if k == 1 {
-        return Ok(big);
+        return Ok(big.clone());
     }
-    // Fold the overhang back onto the start, rows then columns.
+    // Rows, then columns.
     let rows =
         (big.narrow(1, 0, h)? + big.narrow(1, h, k - 1)?.pad_with_zeros(1, 0, h - (k - 1))?)?;
     rows.narrow(2, 0, w)?
         + rows
             .narrow(2, w, k - 1)?
             .pad_with_zeros(2, 0, w - (k - 1))?
+}
+
+/// The MRF residual in one pass, for a CPU map `x` [C, H, W] whose patches (`unfold` or
+/// `unfold_wrapped`) were matched to rows `index` [N] of `bank` [M, C*k*k]: returns
+/// `fold(scale * (Q - P))` and `sum |Q - P|^2`, without making the targets, the difference or
+/// the scaled copy as tensors of their own. `None` off the CPU (use the tensor ops there).
+pub fn residual_fold(
+    x: &Tensor,
+    bank: &Tensor,
+    index: &Tensor,
+    k: usize,
+    stride: usize,
+    wrap: bool,
+    scale: f64,
+) -> Result<Option<(Tensor, f64)>> {
+    if !x.device().is_cpu() {
+        return Ok(None);
+    }
+    let (c, h, w) = x.dims3()?;
+    let map = if wrap { wrap_pad(x, k - 1)? } else { x.clone() };
+    let (_, hb, wb) = map.dims3()?;
+    let (ph, pw) = (positions(hb, k, stride), positions(wb, k, stride));
+    let d = c * k * k;
+    let index: Vec<u32> = index.to_vec1()?;
+    if index.len() != ph * pw || bank.dim(1)? != d {
+        candle_core::bail!(
+            "residual: {} matches and bank {:?} for a {c}x{hb}x{wb} map",
+            index.len(),
+            bank.dims()
+        );
+    }
+    let m = bank.dim(0)?;
+    if index.iter().any(|&j| j as usize >= m) {
+        candle_core::bail!("residual: match index beyond the bank of {m}");
+    }
+    let map: Vec<f32> = map.flatten_all()?.to_vec1()?;
+    let bank = bank.contiguous()?;
+    let (bank_storage, bank_layout) = bank.storage_and_layout();
+    let bank = match &*bank_storage {
+        candle_core::Storage::Cpu(s) => contiguous_f32(s, bank_layout, "residual")?,
+        _ => candle_core::bail!("residual: the bank is not on the CPU"),
+    };
+    // A few channels per task: a task reads a few short runs of each matched row.
+    const CHANNELS: usize = 8;
+    let plane = hb * wb;
+    let mut grad = vec![0f32; c * plane];
+    let sum_sq: f64 = grad
+        .par_chunks_mut(CHANNELS * plane)
+        .enumerate()
+        .map(|(blk, out)| {
+            let c0 = blk * CHANNELS;
+            let nc = out.len() / plane;
+            let mut acc = 0f64;
+            for (n, &j) in index.iter().enumerate() {
+                let (y0, x0) = ((n / pw) * stride, (n % pw) * stride);
+                let target = &bank[j as usize * d + c0 * k * k..][..nc * k * k];
+                let mut patch_sq = 0f32;
+                for dc in 0..nc {
+                    let src = &map[(c0 + dc) * plane..(c0 + dc + 1) * plane];
+                    let dst = &mut out[dc * plane..(dc + 1) * plane];
+                    for ky in 0..k {
+                        let at = (y0 + ky) * wb + x0;
+                        let t = &target[(dc * k + ky) * k..][..k];
+                        for ((o, &q), &p) in dst[at..at + k].iter_mut().zip(&src[at..at + k]).zip(t)
+                        {
+                            let r = q - p;
+                            patch_sq += r * r;
+                            *o += scale as f32 * r;
+                        }
+                    }
+                }
+                acc += patch_sq as f64;
+            }
+            acc
+        })
+        .sum();
+    let grad = Tensor::from_vec(grad, (c, hb, wb), x.device())?;
+    let grad = if wrap {
+        fold_overhang(&grad, h, w, k)?
+    } else {
+        grad
+    };
+    Ok(Some((grad, sum_sq)))
 }
 
 struct CpuUnfold {
@@ -260,6 +349,38 @@ impl CustomOp1 for CpuFold {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The fused residual equals the tensor ops it replaces, plain and wrapped, with a channel
+    /// count that is not a whole number of task blocks.
+    #[test]
+    fn residual_fold_equals_the_tensor_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let (c, h, w, k, s) = (11, 9, 8, 3, 2);
+        let x = Tensor::rand(-1f32, 1f32, (c, h, w), &dev)?;
+        let bank = Tensor::rand(-1f32, 1f32, (7, c * k * k), &dev)?;
+        for wrap in [false, true] {
+            let q = if wrap {
+                unfold_wrapped(&x, k, s)?
+            } else {
+                unfold(&x, k, s)?
+            };
+            let n = q.dim(0)?;
+            let index = Tensor::from_vec((0..n as u32).map(|i| (i * 5) % 7).collect(), n, &dev)?;
+            let diff = (q - bank.index_select(&index, 0)?)?;
+            let want_sq = diff.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            let scaled = diff.affine(0.3, 0.0)?;
+            let want = if wrap {
+                fold_wrapped(&scaled, c, h, w, k, s)?
+            } else {
+                fold(&scaled, c, h, w, k, s)?
+            };
+            let (got, sq) = residual_fold(&x, &bank, &index, k, s, wrap, 0.3)?.unwrap();
+            assert!((sq - want_sq).abs() < 1e-4 * want_sq, "{sq} vs {want_sq}");
+            let err = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(err < 1e-5, "wrap {wrap}: {err}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn unfold_picks_the_right_values_and_fold_is_its_adjoint() -> Result<()> {

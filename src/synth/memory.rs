@@ -8,9 +8,10 @@ use super::Params;
 
 /// L-BFGS keeps 2 * history vectors of the image's size; past this budget the history shrinks.
 pub const LBFGS_BUDGET_BYTES: u64 = 1 << 30;
-/// Fixed costs: the weights (f32 and the conv kernels' two layouts), their Winograd transforms
-/// (16/9 of each layout, made once per layer used) and the process itself.
-const BASE_BYTES: u64 = 3 * 80_000_000 + 2 * 16 * 80_000_000 / 9 + 60_000_000;
+/// Fixed costs: the weights (f32 and the conv kernels' two layouts), their Winograd F(4x4, 3x3)
+/// transforms (36/9 of each layout, made once per layer used), the Winograd band buffers kept
+/// per thread (64 MB at most on 2 cores) and the process itself.
+const BASE_BYTES: u64 = 3 * 80_000_000 + 2 * 36 * 80_000_000 / 9 + 64_000_000 + 60_000_000;
 
 /// Output channels of the layer at `index`.
 fn channels(index: usize) -> u64 {

@@ -1,54 +1,102 @@
-//! 3x3 convolution by Winograd's minimal filtering, F(2x2, 3x3): each 2x2 block of outputs
-//! comes from a 4x4 block of input through 16 elementwise products instead of 36, so the
-//! convolution becomes 16 matrix products of (out x in) by (in x blocks) with 2.25 times fewer
-//! multiply-adds than the direct method. The transforms run over whole block rows, one lane per
-//! block, so they vectorise and stay cheap next to the products from 64 channels up; VGG19's
-//! first layer (3 input channels) stays direct.
+//! 3x3 convolution by Winograd's minimal filtering, F(2x2, 3x3) and F(4x4, 3x3).
 //!
-//! Works on the same padded buffer as the direct kernel; bias and ReLU are fused into the
-//! output transform.
+//! Each m x m block of outputs comes from an (m+2) x (m+2) block of input through (m+2)^2
+//! elementwise products, so the convolution becomes (m+2)^2 matrix products of (out x in) by
+//! (in x blocks): 2.25 (m = 2) or 4 (m = 4) times fewer multiply-adds than the direct method.
+//! The transforms run over whole block rows, one lane per block, so they vectorise and stay
+//! cheap next to the products from 64 channels up; VGG19's first layer (3 input channels) stays
+//! direct.
+//!
+//! Works on the same kind of zero-padded buffer as the direct kernel; bias and ReLU are fused
+//! into the output transform.
 
-// The transforms index small fixed matrices by row and column, as written on paper.
-#![allow(clippy::needless_range_loop)]
+use std::cell::RefCell;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::conv::SendPtr;
+use crate::simd;
 
 /// Layers with fewer input or output channels stay direct (VGG19's first, with 3 inputs).
-/// Measured on 2 cores against the direct kernel: 64->64 at 256 px 1.10x, 64->128 at 128 px
-/// 1.03x, 128->128 1.39x, 128->256 at 64 px 1.33x, 256->256 1.83x, 512->512 at 32 px 1.51x.
 pub const MIN_CHANNELS: usize = 64;
 
-/// Transformed weights U[16][cout][cin] = G g G^T for tap-major weights `taps` [9][cout][cin].
-pub(super) fn transform_weights(taps: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+/// The block size of a Winograd convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tile {
+    /// F(2x2, 3x3): 16 products per 4 outputs, transforms with coefficients 0 and +-1.
+    F2,
+    /// F(4x4, 3x3): 36 products per 16 outputs; coefficients up to 8 (still exact to about
+    /// 1e-6 relative in f32 for VGG's activations).
+    F4,
+}
+
+impl Tile {
+    /// Outputs per block side.
+    pub const fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Input (and transformed) block side, m + 2.
+    pub const fn alpha(self) -> usize {
+        self.m() + 2
+    }
+
+    /// The filter transform G (alpha x 3).
+    fn g(self) -> &'static [[f64; 3]] {
+        const F2: [[f64; 3]; 4] = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ];
+        const F4: [[f64; 3]; 6] = [
+            [0.25, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        match self {
+            Tile::F2 => &F2,
+            Tile::F4 => &F4,
+        }
+    }
+
+    /// Padded input size for an h x w output: one pixel of padding on each side, and whole
+    /// blocks (zeros beyond the image).
+    pub fn padded_dims(self, h: usize, w: usize) -> (usize, usize) {
+        let m = self.m();
+        (m * h.div_ceil(m) + 2, m * w.div_ceil(m) + 2)
+    }
+}
+
+/// Transformed weights U[alpha^2][cout][cin] = G g G^T for tap-major weights `taps`
+/// [9][cout][cin].
+pub(super) fn transform_weights(tile: Tile, taps: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let a = tile.alpha();
+    let g_mat = tile.g();
     let per = cout * cin;
-    let mut u = vec![0f32; 16 * per];
-    // Per output channel in parallel: its 16 rows of cin values.
+    let mut u = vec![0f32; a * a * per];
+    // Per output channel in parallel: its alpha^2 rows of cin values.
     let rows: Vec<(usize, Vec<f32>)> = (0..cout)
         .into_par_iter()
         .map(|o| {
-            let mut out = vec![0f32; 16 * cin];
+            let mut out = vec![0f32; a * a * cin];
             for c in 0..cin {
-                let g = |ky: usize, kx: usize| taps[((ky * 3 + kx) * cout + o) * cin + c];
-                // t = G g (4x3), then t G^T (4x4).
-                let mut t = [[0f32; 3]; 4];
-                for kx in 0..3 {
-                    let (g0, g1, g2) = (g(0, kx), g(1, kx), g(2, kx));
-                    t[0][kx] = g0;
-                    t[1][kx] = 0.5 * (g0 + g1 + g2);
-                    t[2][kx] = 0.5 * (g0 - g1 + g2);
-                    t[3][kx] = g2;
-                }
-                for (i, r) in t.iter().enumerate() {
-                    let v = [
-                        r[0],
-                        0.5 * (r[0] + r[1] + r[2]),
-                        0.5 * (r[0] - r[1] + r[2]),
-                        r[2],
-                    ];
-                    for (j, &x) in v.iter().enumerate() {
-                        out[(i * 4 + j) * cin + c] = x;
+                let g = |ky: usize, kx: usize| taps[((ky * 3 + kx) * cout + o) * cin + c] as f64;
+                for i in 0..a {
+                    // t = (G g)[i], then t G^T.
+                    let t: [f64; 3] = std::array::from_fn(|kx| {
+                        (0..3).map(|ky| g_mat[i][ky] * g(ky, kx)).sum::<f64>()
+                    });
+                    for j in 0..a {
+                        let v: f64 = (0..3).map(|kx| t[kx] * g_mat[j][kx]).sum();
+                        out[(i * a + j) * cin + c] = v as f32;
                     }
                 }
             }
@@ -56,7 +104,7 @@ pub(super) fn transform_weights(taps: &[f32], cout: usize, cin: usize) -> Vec<f3
         })
         .collect();
     for (o, out) in rows {
-        for xi in 0..16 {
+        for xi in 0..a * a {
             u[xi * per + o * cin..xi * per + (o + 1) * cin]
                 .copy_from_slice(&out[xi * cin..(xi + 1) * cin]);
         }
@@ -64,10 +112,126 @@ pub(super) fn transform_weights(taps: &[f32], cout: usize, cin: usize) -> Vec<f3
     u
 }
 
-/// Convolution with transformed weights `u` ([`transform_weights`]) of a padded image `padded` [cin][hp][wp] (one pixel of padding on every side,
-/// `hp >= 2 * ceil(h / 2) + 2`, `wp >= 2 * ceil(w / 2) + 2`, zeros beyond) into [cout][h][w].
+/// `y[k] = f(a[k], b[k], ...)` over the lanes of `y` (one lane per block).
+macro_rules! lanes {
+    ($y:expr, |$($v:ident),+| $body:expr, $($x:expr),+) => {{
+        let y: &mut [f32] = $y;
+        let n = y.len();
+        $(let $v = &$x[..n];)+
+        for k in 0..n {
+            $(let $v = $v[k];)+
+            y[k] = $body;
+        }
+    }};
+}
+
+/// Row `i` of B^T applied across `x` (alpha input rows or columns, one lane per block).
+#[inline(always)]
+fn input_row(tile: Tile, i: usize, x: &[&[f32]], y: &mut [f32]) {
+    match (tile, i) {
+        (Tile::F2, 0) => lanes!(y, |a, b| a - b, x[0], x[2]),
+        (Tile::F2, 1) => lanes!(y, |a, b| a + b, x[1], x[2]),
+        (Tile::F2, 2) => lanes!(y, |a, b| b - a, x[1], x[2]),
+        (Tile::F2, _) => lanes!(y, |a, b| a - b, x[1], x[3]),
+        (Tile::F4, 0) => lanes!(y, |a, b, c| 4.0 * a - 5.0 * b + c, x[0], x[2], x[4]),
+        (Tile::F4, 1) => lanes!(
+            y,
+            |a, b, c, d| c + d - 4.0 * (a + b),
+            x[1],
+            x[2],
+            x[3],
+            x[4]
+        ),
+        (Tile::F4, 2) => lanes!(
+            y,
+            |a, b, c, d| d - c + 4.0 * (a - b),
+            x[1],
+            x[2],
+            x[3],
+            x[4]
+        ),
+        (Tile::F4, 3) => lanes!(
+            y,
+            |a, b, c, d| d - b + 2.0 * (c - a),
+            x[1],
+            x[2],
+            x[3],
+            x[4]
+        ),
+        (Tile::F4, 4) => lanes!(
+            y,
+            |a, b, c, d| d - b + 2.0 * (a - c),
+            x[1],
+            x[2],
+            x[3],
+            x[4]
+        ),
+        (Tile::F4, _) => lanes!(y, |a, b, c| 4.0 * a - 5.0 * b + c, x[1], x[3], x[5]),
+    }
+}
+
+/// Row `k` of A^T applied across `x` (alpha transformed rows or columns).
+#[inline(always)]
+fn output_row(tile: Tile, k: usize, x: &[&[f32]], y: &mut [f32]) {
+    match (tile, k) {
+        (Tile::F2, 0) => lanes!(y, |a, b, c| a + b + c, x[0], x[1], x[2]),
+        (Tile::F2, _) => lanes!(y, |a, b, c| a - b - c, x[1], x[2], x[3]),
+        (Tile::F4, 0) => lanes!(
+            y,
+            |a, b, c, d, e| a + (b + c) + (d + e),
+            x[0],
+            x[1],
+            x[2],
+            x[3],
+            x[4]
+        ),
+        (Tile::F4, 1) => lanes!(
+            y,
+            |a, b, c, d| (a - b) + 2.0 * (c - d),
+            x[1],
+            x[2],
+            x[3],
+            x[4]
+        ),
+        (Tile::F4, 2) => lanes!(
+            y,
+            |a, b, c, d| (a + b) + 4.0 * (c + d),
+            x[1],
+            x[2],
+            x[3],
+            x[4]
+        ),
+        (Tile::F4, _) => lanes!(
+            y,
+            |a, b, c, d, e| (a - b) + 8.0 * (c - d) + e,
+            x[1],
+            x[2],
+            x[3],
+            x[4],
+            x[5]
+        ),
+    }
+}
+
+/// Transformed input and products of a band.
+type Scratch = (Vec<f32>, Vec<f32>);
+
+thread_local! {
+    /// The transformed input and the products of a band, kept between calls: allocating and
+    /// faulting in tens of megabytes per layer cost more than some of the transforms.
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Floats of transformed input plus products in a band of the band-after-band path (small
+/// maps).
+const BAND_FLOATS: usize = 1 << 22;
+
+/// Convolution with transformed weights `u` ([`transform_weights`]) of a padded image `padded`
+/// [cin][hp][wp] (one pixel of padding on every side and zeros beyond, at least
+/// [`Tile::padded_dims`]) into [cout][h][w].
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_winograd(
+    tile: Tile,
     padded: &[f32],
     hp: usize,
     wp: usize,
@@ -79,155 +243,332 @@ pub fn conv3x3_winograd(
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
-    let (ty_n, tx_n) = (h.div_ceil(2), w.div_ceil(2));
-    debug_assert!(hp >= 2 * ty_n + 2 && wp >= 2 * tx_n + 2);
-    let plane_in = hp * wp;
+    let (m, a) = (tile.m(), tile.alpha());
+    let aa = a * a;
+    let (ty_n, tx_n) = (h.div_ceil(m), w.div_ceil(m));
+    assert!(
+        (hp, wp) >= tile.padded_dims(h, w) && padded.len() >= cin * hp * wp,
+        "winograd: padded input too small"
+    );
+    assert_eq!(u.len(), aa * cout * cin, "winograd: weights do not fit");
 
-    // Bands of whole block rows, sized so a band's transformed input and products stay small,
-    // and enough of them for every core.
-    let threads = rayon::current_num_threads().max(1);
-    let target_blocks = (262_144 / (cin + cout)).clamp(128, 4096);
-    let mut rows = (target_blocks / tx_n).max(1);
-    while rows > 1 && ty_n.div_ceil(rows) < 2 * threads {
-        rows /= 2;
-    }
-    let mut out = vec![0f32; cout * h * w];
+    let mut out = Vec::with_capacity(cout * h * w);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    (0..ty_n)
-        .step_by(rows)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .for_each(|by0| {
-            let by1 = (by0 + rows).min(ty_n);
-            let nb = (by1 - by0) * tx_n;
-            // V[16][cin][nb]: B^T d B of every 4x4 input block, a block row at a time. Each
-            // input row is split into its even and odd pixels so that the transform runs over
-            // contiguous arrays (one lane per block).
-            let mut v = vec![0f32; 16 * cin * nb];
-            let mut even = vec![0f32; tx_n + 1];
-            let mut odd = vec![0f32; tx_n + 1];
-            let mut hrow = vec![0f32; 4 * 4 * tx_n]; // [input row][j][block]
-            for c in 0..cin {
-                let src = &padded[c * plane_in..(c + 1) * plane_in];
-                for by in by0..by1 {
-                    for r in 0..4 {
-                        let row = &src[(2 * by + r) * wp..(2 * by + r) * wp + 2 * tx_n + 2];
-                        for k in 0..=tx_n {
-                            even[k] = row[2 * k];
-                            odd[k] = row[2 * k + 1];
-                        }
-                        // d B along the row: columns 2bx .. 2bx+3 = E[bx], O[bx], E[bx+1], O[bx+1].
-                        let h = &mut hrow[r * 4 * tx_n..(r + 1) * 4 * tx_n];
-                        let (h0, rest) = h.split_at_mut(tx_n);
-                        let (h1, rest) = rest.split_at_mut(tx_n);
-                        let (h2, h3) = rest.split_at_mut(tx_n);
-                        for b in 0..tx_n {
-                            let (e0, o0, e1, o1) = (even[b], odd[b], even[b + 1], odd[b + 1]);
-                            h0[b] = e0 - e1;
-                            h1[b] = o0 + e1;
-                            h2[b] = e1 - o0;
-                            h3[b] = o0 - o1;
-                        }
-                    }
-                    // B^T over the four rows, straight into V.
-                    let t0 = (by - by0) * tx_n;
-                    for j in 0..4 {
-                        let d = |r: usize| &hrow[(r * 4 + j) * tx_n..(r * 4 + j + 1) * tx_n];
-                        let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
-                        for i in 0..4 {
-                            let at = ((i * 4 + j) * cin + c) * nb + t0;
-                            let dst = &mut v[at..at + tx_n];
-                            match i {
-                                0 => dst
-                                    .iter_mut()
-                                    .enumerate()
-                                    .for_each(|(b, o)| *o = d0[b] - d2[b]),
-                                1 => dst
-                                    .iter_mut()
-                                    .enumerate()
-                                    .for_each(|(b, o)| *o = d1[b] + d2[b]),
-                                2 => dst
-                                    .iter_mut()
-                                    .enumerate()
-                                    .for_each(|(b, o)| *o = d2[b] - d1[b]),
-                                _ => dst
-                                    .iter_mut()
-                                    .enumerate()
-                                    .for_each(|(b, o)| *o = d1[b] - d3[b]),
-                            }
-                        }
-                    }
-                }
+    let plan = BandPlan::new(aa, cin, cout, ty_n, tx_n);
+    let band = |bufs: &mut Scratch, by: Range<usize>, bx: Range<usize>, par: bool| {
+        let nb = by.len() * bx.len();
+        let (v_buf, m_buf) = bufs;
+        for (buf, len) in [(&mut *v_buf, aa * cin * nb), (&mut *m_buf, aa * cout * nb)] {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
             }
-            // M[16][cout][nb] = U[xi] V[xi].
-            let mut m = vec![0f32; 16 * cout * nb];
-            for xi in 0..16 {
-                // SAFETY: the slices are in bounds: U[xi] is cout x cin, V[xi] cin x nb, M[xi]
-                // cout x nb, all row-major.
-                unsafe {
-                    gemm::gemm(
-                        cout,
-                        nb,
-                        cin,
-                        m.as_mut_ptr().add(xi * cout * nb),
-                        1,
-                        nb as isize,
-                        false,
-                        u.as_ptr().add(xi * cout * cin),
-                        1,
-                        cin as isize,
-                        v.as_ptr().add(xi * cin * nb),
-                        1,
-                        nb as isize,
-                        0.0f32,
-                        1.0f32,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            }
-            // A^T m A per block, plus bias and ReLU, into the output rows of this band; again
-            // one lane per block, the two output columns of a block interleaved at the end.
-            let dst = out_ptr.get();
-            let mut r = vec![0f32; 2 * 4 * tx_n]; // [output row i][j][block]
-            for o in 0..cout {
-                let bias_o = bias.map_or(0.0, |b| b[o]);
-                for by in by0..by1 {
-                    let t0 = (by - by0) * tx_n;
-                    let q =
-                        |xi: usize| &m[(xi * cout + o) * nb + t0..(xi * cout + o) * nb + t0 + tx_n];
-                    for j in 0..4 {
-                        let (m0, m1, m2, m3) = (q(j), q(4 + j), q(8 + j), q(12 + j));
-                        let (r0, r1) = r.split_at_mut(4 * tx_n);
-                        let r0 = &mut r0[j * tx_n..(j + 1) * tx_n];
-                        let r1 = &mut r1[j * tx_n..(j + 1) * tx_n];
-                        for b in 0..tx_n {
-                            r0[b] = m0[b] + m1[b] + m2[b];
-                            r1[b] = m1[b] - m2[b] - m3[b];
-                        }
-                    }
-                    for i in 0..2 {
-                        let y = 2 * by + i;
-                        if y >= h {
-                            continue;
-                        }
-                        let rr = |j: usize| &r[(i * 4 + j) * tx_n..(i * 4 + j + 1) * tx_n];
-                        let (a0, a1, a2, a3) = (rr(0), rr(1), rr(2), rr(3));
-                        // SAFETY: each band writes only its own output rows.
-                        let row =
-                            unsafe { std::slice::from_raw_parts_mut(dst.add((o * h + y) * w), w) };
-                        let act = |v: f32| if relu { v.max(0.0) } else { v };
-                        for b in 0..tx_n {
-                            row[2 * b] = act(a0[b] + a1[b] + a2[b] + bias_o);
-                            if 2 * b + 1 < w {
-                                row[2 * b + 1] = act(a1[b] - a2[b] - a3[b] + bias_o);
-                            }
-                        }
-                    }
-                }
+        }
+        let v = &mut v_buf[..aa * cin * nb];
+        input_transform(tile, padded, hp, wp, cin, by.clone(), bx.clone(), v, par);
+        let mm = &mut m_buf[..aa * cout * nb];
+        products(u, v, mm, aa, cout, cin, nb, par);
+        output_transform(tile, mm, cout, by, bx, h, w, bias, relu, out_ptr, par);
+    };
+    let with_scratch = |f: &mut dyn FnMut(&mut Scratch)| {
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut bufs) => f(&mut bufs),
+            // A convolution started on this thread while another waits in its parallel phases
+            // (rayon lets a waiting worker take other work): it gets buffers of its own.
+            Err(_) => f(&mut Default::default()),
+        })
+    };
+    if plan.parallel_bands {
+        plan.bands()
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .for_each(|(by, bx)| {
+                with_scratch(&mut |bufs| band(bufs, by.clone(), bx.clone(), false))
+            });
+    } else {
+        with_scratch(&mut |bufs| {
+            for (by, bx) in plan.bands() {
+                band(bufs, by, bx, true);
             }
         });
+    }
+    // SAFETY: the output transform wrote every one of the cout * h * w values.
+    unsafe { out.set_len(cout * h * w) };
     out
+}
+
+/// How a convolution is cut into bands of blocks (a range of block rows by a range of block
+/// columns). Where the map is large enough, each core takes whole bands small enough that the
+/// band's transformed input and products stay in its L2 cache (the transforms are memory-bound
+/// otherwise); small maps go band after band, each phase split over the cores, so the products
+/// stay large.
+struct BandPlan {
+    ty_n: usize,
+    tx_n: usize,
+    rows: usize,
+    cols: usize,
+    parallel_bands: bool,
+}
+
+/// Floats of transformed input plus products in a band that one core works on alone.
+const CORE_BAND_FLOATS: usize = 1 << 19;
+/// Fewest blocks in such a band: fewer make products too thin to run at speed.
+const MIN_CORE_BAND_BLOCKS: usize = 48;
+
+impl BandPlan {
+    fn new(aa: usize, cin: usize, cout: usize, ty_n: usize, tx_n: usize) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let per_block = aa * (cin + cout);
+        let blocks = (CORE_BAND_FLOATS / per_block).max(1);
+        let (rows, cols) = if blocks >= tx_n {
+            ((blocks / tx_n).min(ty_n), tx_n)
+        } else {
+            (1, blocks)
+        };
+        let n_bands = ty_n.div_ceil(rows) * tx_n.div_ceil(cols);
+        if blocks >= MIN_CORE_BAND_BLOCKS && n_bands >= 2 * threads {
+            return Self {
+                ty_n,
+                tx_n,
+                rows,
+                cols,
+                parallel_bands: true,
+            };
+        }
+        let rows = (BAND_FLOATS / (per_block * tx_n)).clamp(1, ty_n);
+        Self {
+            ty_n,
+            tx_n,
+            rows,
+            cols: tx_n,
+            parallel_bands: false,
+        }
+    }
+
+    fn bands(&self) -> impl Iterator<Item = (Range<usize>, Range<usize>)> + '_ {
+        (0..self.ty_n).step_by(self.rows).flat_map(move |by0| {
+            (0..self.tx_n).step_by(self.cols).map(move |bx0| {
+                (
+                    by0..(by0 + self.rows).min(self.ty_n),
+                    bx0..(bx0 + self.cols).min(self.tx_n),
+                )
+            })
+        })
+    }
+}
+
+/// `f(i)` for i in 0..n, split over the cores when `par`.
+fn for_each_maybe_par<S: Send>(
+    n: usize,
+    par: bool,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize) + Sync + Send,
+) {
+    if par {
+        (0..n).into_par_iter().for_each_init(init, f);
+    } else {
+        let mut state = init();
+        (0..n).for_each(|i| f(&mut state, i));
+    }
+}
+
+/// V[alpha^2][cin][nb] = B^T d B of every input block of the band `bys` x `bxs` (nb blocks,
+/// row-major). Each input row is split by pixel phase (x mod m) so that the horizontal
+/// transform runs over contiguous arrays (one lane per block).
+#[allow(clippy::too_many_arguments)]
+fn input_transform(
+    tile: Tile,
+    padded: &[f32],
+    hp: usize,
+    wp: usize,
+    cin: usize,
+    bys: Range<usize>,
+    bxs: Range<usize>,
+    v: &mut [f32],
+    par: bool,
+) {
+    let (m, a) = (tile.m(), tile.alpha());
+    let n = bxs.len();
+    let nb = bys.len() * n;
+    let v_ptr = SendPtr(v.as_mut_ptr());
+    for_each_maybe_par(
+        cin,
+        par,
+        || (vec![0f32; m * (n + 1)], vec![0f32; a * a * n]),
+        |(phases, hrow), c| {
+            simd::wide(
+                #[inline(always)]
+                |level| {
+                    let src = &padded[c * hp * wp..(c + 1) * hp * wp];
+                    for by in bys.clone() {
+                        for r in 0..a {
+                            let at = (m * by + r) * wp + m * bxs.start;
+                            let row = &src[at..at + m * n + 2];
+                            // Phases 0 and 1 take one more lane: the band's last two columns.
+                            simd::split_phases(level, row, m, n, phases, n + 1);
+                            // Column k of block b is phase k at lane b for k < m, else phase k - m at
+                            // lane b + 1.
+                            let phase = |k: usize| {
+                                let (q, shift) = if k < m { (k, 0) } else { (k - m, 1) };
+                                &phases[q * (n + 1) + shift..q * (n + 1) + shift + n]
+                            };
+                            let x: [&[f32]; 6] = std::array::from_fn(|k| phase(k.min(a - 1)));
+                            for j in 0..a {
+                                input_row(
+                                    tile,
+                                    j,
+                                    &x[..a],
+                                    &mut hrow[(r * a + j) * n..(r * a + j + 1) * n],
+                                );
+                            }
+                        }
+                        // B^T over the rows, straight into V.
+                        let t0 = (by - bys.start) * n;
+                        for j in 0..a {
+                            let x: [&[f32]; 6] = std::array::from_fn(|r| {
+                                let r = r.min(a - 1);
+                                &hrow[(r * a + j) * n..(r * a + j + 1) * n]
+                            });
+                            for i in 0..a {
+                                let at = ((i * a + j) * cin + c) * nb + t0;
+                                // SAFETY: channel c owns V[..][c][..]; the slices of different
+                                // channels are disjoint and inside `v`.
+                                let dst = unsafe {
+                                    std::slice::from_raw_parts_mut(v_ptr.get().add(at), n)
+                                };
+                                input_row(tile, i, &x[..a], dst);
+                            }
+                        }
+                    }
+                },
+            )
+        },
+    );
+}
+
+/// M[xi] = U[xi] V[xi] for every xi, split over xi when `par`.
+#[allow(clippy::too_many_arguments)]
+fn products(
+    u: &[f32],
+    v: &[f32],
+    mm: &mut [f32],
+    aa: usize,
+    cout: usize,
+    cin: usize,
+    nb: usize,
+    par: bool,
+) {
+    let mm_ptr = SendPtr(mm.as_mut_ptr());
+    assert!(u.len() >= aa * cout * cin && v.len() >= aa * cin * nb && mm.len() >= aa * cout * nb);
+    for_each_maybe_par(
+        aa,
+        par,
+        || (),
+        |_, xi| {
+            // SAFETY: the three matrices are row-major and in bounds (checked above); each xi
+            // writes its own M[xi].
+            unsafe {
+                gemm::gemm(
+                    cout,
+                    nb,
+                    cin,
+                    mm_ptr.get().add(xi * cout * nb),
+                    1,
+                    nb as isize,
+                    false,
+                    u.as_ptr().add(xi * cout * cin),
+                    1,
+                    cin as isize,
+                    v.as_ptr().add(xi * cin * nb),
+                    1,
+                    nb as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        },
+    );
+}
+
+/// A^T m A per block of the band `bys` x `bxs`, plus bias and ReLU, into the output; again one
+/// lane per block, the m output columns of a block interleaved at the end.
+#[allow(clippy::too_many_arguments)]
+fn output_transform(
+    tile: Tile,
+    mm: &[f32],
+    cout: usize,
+    bys: Range<usize>,
+    bxs: Range<usize>,
+    h: usize,
+    w: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: SendPtr,
+    par: bool,
+) {
+    let (m, a) = (tile.m(), tile.alpha());
+    let n = bxs.len();
+    let nb = bys.len() * n;
+    let x0 = m * bxs.start;
+    let x1 = (m * bxs.end).min(w);
+    for_each_maybe_par(
+        cout,
+        par,
+        || (vec![0f32; m * a * n], vec![0f32; m * n]),
+        |(r, cols), o| {
+            simd::wide(
+                #[inline(always)]
+                |_| {
+                    let bias_o = bias.map_or(0.0, |b| b[o]);
+                    for by in bys.clone() {
+                        let t0 = (by - bys.start) * n;
+                        let q = |xi: usize| {
+                            &mm[(xi * cout + o) * nb + t0..(xi * cout + o) * nb + t0 + n]
+                        };
+                        for j in 0..a {
+                            let x: [&[f32]; 6] = std::array::from_fn(|i| q(i.min(a - 1) * a + j));
+                            for k in 0..m {
+                                output_row(
+                                    tile,
+                                    k,
+                                    &x[..a],
+                                    &mut r[(k * a + j) * n..(k * a + j + 1) * n],
+                                );
+                            }
+                        }
+                        for k in 0..m {
+                            let y = m * by + k;
+                            if y >= h {
+                                break;
+                            }
+                            let x: [&[f32]; 6] = std::array::from_fn(|j| {
+                                let j = j.min(a - 1);
+                                &r[(k * a + j) * n..(k * a + j + 1) * n]
+                            });
+                            for l in 0..m {
+                                output_row(tile, l, &x[..a], &mut cols[l * n..(l + 1) * n]);
+                            }
+                            // SAFETY: each (channel, row, column range) is written by one band and one
+                            // channel only, inside the output's capacity of cout * h * w.
+                            let row = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    out.get().add((o * h + y) * w + x0),
+                                    x1 - x0,
+                                )
+                            };
+                            let act = |v: f32| if relu { v.max(0.0) } else { v };
+                            for (b, block) in row.chunks_mut(m).enumerate() {
+                                for (l, dst) in block.iter_mut().enumerate() {
+                                    *dst = act(cols[l * n + b] + bias_o);
+                                }
+                            }
+                        }
+                    }
+                },
+            )
+        },
+    );
 }
