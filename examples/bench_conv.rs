@@ -1,4 +1,6 @@
-//! Per-layer times of the CPU 3x3 convolution: direct, Winograd F(2x2, 3x3) and F(4x4, 3x3),
+//! Per-layer times of the CPU 3x3 convolution: direct, Winograd F(2x2, 3x3) and F(4x4, 3x3)
+//! (f32, and with bf16 products where the CPU has AVX-512 BF16), and for the thin first layer
+//! im2col and per-tap sums,
 //! forward and input gradient, for every VGG19 layer up to conv4_2 at one image size. This is
 //! the measurement behind `ConvAlgorithm::for_layer`.
 //!
@@ -7,7 +9,7 @@
 
 use std::time::Instant;
 
-use mrfsynth::vgg::conv::{conv3x3_cpu_using, ConvAlgorithm, Taps};
+use mrfsynth::vgg::conv::{conv3x3_cpu_using, ConvAlgorithm, Precision, Taps};
 use mrfsynth::vgg::winograd::Tile;
 use mrfsynth::weights::CONV_CHANNELS;
 
@@ -27,18 +29,28 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let size: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(384);
     let repeats: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let f4 = ConvAlgorithm::Winograd(Tile::F4);
     let algos = [
-        ("direct", ConvAlgorithm::Direct),
-        ("F2", ConvAlgorithm::Winograd(Tile::F2)),
-        ("F4", ConvAlgorithm::Winograd(Tile::F4)),
+        (ConvAlgorithm::Direct, Precision::F32),
+        (ConvAlgorithm::Im2col, Precision::F32),
+        (ConvAlgorithm::TapSum, Precision::F32),
+        (ConvAlgorithm::Winograd(Tile::F2), Precision::F32),
+        (f4, Precision::F32),
+        (f4, Precision::Bf16),
     ];
+    if !mrfsynth::bf16_gemm::available() {
+        println!("(no AVX-512 BF16 on this CPU: the bf16 column repeats f32)\n");
+    }
     println!(
         "# 3x3 convolution per VGG19 layer at {size} px, ms (median of {repeats}), {} threads\n",
         rayon::current_num_threads()
     );
-    println!("| layer | in->out | side | pass | direct | F2 | F4 | F4 vs direct |");
-    println!("|---|---|---|---|---|---|---|---|");
-    let mut totals = [0f64; 3];
+    println!(
+        "| layer | in->out | side | pass | direct | im2col | tap sum | F2 | F4 | F4 bf16 | chosen | chosen vs direct | F4 bf16 vs F4 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut totals = [0f64; 6];
+    let mut chosen_total = 0f64;
     let mut side = size;
     for (i, &(cin, cout)) in CONV_CHANNELS.iter().enumerate().take(10) {
         if [2, 4, 8].contains(&i) {
@@ -48,12 +60,18 @@ fn main() {
             let taps = Taps::new(noise(9 * ci * co, i as u64 + 1), co, ci);
             let x = noise(ci * side * side, 99);
             let bias = vec![0.1f32; co];
-            let mut ms = [0f64; 3];
-            for (k, &(_, algo)) in algos.iter().enumerate() {
+            let mut ms = [0f64; 6];
+            for (k, &(algo, precision)) in algos.iter().enumerate() {
+                let thin = matches!(algo, ConvAlgorithm::Im2col | ConvAlgorithm::TapSum);
+                if thin && ci.min(co) >= 64 {
+                    ms[k] = f64::NAN; // meant for thin layers only
+                    continue;
+                }
                 let run = || {
                     let t = Instant::now();
                     let y = conv3x3_cpu_using(
                         algo,
+                        precision,
                         &x,
                         None,
                         ci,
@@ -72,23 +90,36 @@ fn main() {
                 let mut v: Vec<f64> = (0..repeats).map(|_| run()).collect();
                 v.sort_by(|a, b| a.partial_cmp(b).unwrap());
                 ms[k] = v[v.len() / 2];
-                totals[k] += ms[k];
+                if !thin {
+                    totals[k] += ms[k];
+                }
             }
+            let pick = ConvAlgorithm::for_layer(ci, co);
+            let at = algos
+                .iter()
+                .position(|&(a, p)| a == pick && p == Precision::F32)
+                .expect("listed");
+            chosen_total += ms[at];
             println!(
-                "| conv{} | {ci}->{co} | {side} | {pass} | {:.1} | {:.1} | {:.1} | {:.2}x |",
-                i,
+                "| conv{i} | {ci}->{co} | {side} | {pass} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {pick:?} | {:.2}x | {:.2}x |",
                 ms[0],
                 ms[1],
                 ms[2],
-                ms[0] / ms[2]
+                ms[3],
+                ms[4],
+                ms[5],
+                ms[0] / ms[at],
+                ms[4] / ms[5]
             );
         }
     }
     println!(
-        "| all | | | | {:.0} | {:.0} | {:.0} | {:.2}x |",
+        "| all | | | | {:.0} | | | {:.0} | {:.0} | {:.0} | {chosen_total:.0} | {:.2}x | {:.2}x |",
         totals[0],
-        totals[1],
-        totals[2],
-        totals[0] / totals[2]
+        totals[3],
+        totals[4],
+        totals[5],
+        totals[0] / chosen_total,
+        totals[4] / totals[5]
     );
 }

@@ -4,6 +4,10 @@
 //! `cargo run --release --example bench_mrf [-- SAMPLE.png [EVALS]]` (default sample:
 //! ../shared/images/grass.png).
 
+// The allocator the CLI runs with (it keeps large buffers between evaluations).
+#[global_allocator]
+static ALLOC: mrfsynth::block_cache::BlockCache = mrfsynth::block_cache::BlockCache;
+
 use std::time::Instant;
 
 use candle_core::Device;

@@ -5,6 +5,8 @@
 //! pyramid ([`synth`]) -> output.
 
 pub mod atomic;
+pub mod bf16_gemm;
+pub mod block_cache;
 pub mod color;
 mod cpu_ops;
 #[cfg(feature = "cuda")]

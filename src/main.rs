@@ -2,6 +2,10 @@
 
 mod cli;
 
+/// Large buffers are reused between evaluations instead of being mapped afresh each time.
+#[global_allocator]
+static ALLOC: mrfsynth::block_cache::BlockCache = mrfsynth::block_cache::BlockCache;
+
 use clap::Parser;
 
 fn main() {

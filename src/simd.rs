@@ -113,6 +113,89 @@ unsafe fn split4_avx512(row: &[f32], n: usize, out: &mut [f32], stride: usize) -
     k
 }
 
+/// The inverse of [`split_phases`] with bias and ReLU: `row[m * k + q] = act(cols[q * stride +
+/// k] + bias)` for every index of `row` (m is 2 or 4; `cols` holds m phases of at least
+/// `row.len().div_ceil(m)` lanes).
+#[inline(always)]
+pub fn merge_phases(
+    level: Level,
+    cols: &[f32],
+    m: usize,
+    stride: usize,
+    row: &mut [f32],
+    bias: f32,
+    relu: bool,
+) {
+    let n = row.len().div_ceil(m);
+    assert!(stride >= n && cols.len() >= (m - 1) * stride + n);
+    let act = |v: f32| {
+        let v = v + bias;
+        if relu {
+            v.max(0.0)
+        } else {
+            v
+        }
+    };
+    let mut k0 = 0;
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512 && m == 4 {
+        // SAFETY: AVX-512 is present; whole chunks only (64 outputs inside `row`).
+        k0 = unsafe { merge4_avx512(cols, stride, row, bias, relu) };
+    }
+    for (k, block) in row.chunks_mut(m).enumerate().skip(k0) {
+        for (q, dst) in block.iter_mut().enumerate() {
+            *dst = act(cols[q * stride + k]);
+        }
+    }
+}
+
+/// The 16-block chunks of [`merge_phases`] for m = 4; returns the blocks done.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn merge4_avx512(
+    cols: &[f32],
+    stride: usize,
+    row: &mut [f32],
+    bias: f32,
+    relu: bool,
+) -> usize {
+    use std::arch::x86_64::*;
+    // Pairs (c0[b], c1[b]) for b = 0..8 and 8..16, then pairs of pairs.
+    let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let lo2 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    let hi2 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    let b = _mm512_set1_ps(bias);
+    let zero = _mm512_setzero_ps();
+    let (src, dst) = (cols.as_ptr(), row.as_mut_ptr());
+    let mut k = 0;
+    while 4 * (k + 16) <= row.len() {
+        let c = |q: usize| _mm512_add_ps(_mm512_loadu_ps(src.add(q * stride + k)), b);
+        let (c0, c1, c2, c3) = (c(0), c(1), c(2), c(3));
+        let (p_lo, p_hi) = (
+            _mm512_castps_pd(_mm512_permutex2var_ps(c0, lo, c1)),
+            _mm512_castps_pd(_mm512_permutex2var_ps(c0, hi, c1)),
+        );
+        let (q_lo, q_hi) = (
+            _mm512_castps_pd(_mm512_permutex2var_ps(c2, lo, c3)),
+            _mm512_castps_pd(_mm512_permutex2var_ps(c2, hi, c3)),
+        );
+        let outs = [
+            _mm512_permutex2var_pd(p_lo, lo2, q_lo),
+            _mm512_permutex2var_pd(p_lo, hi2, q_lo),
+            _mm512_permutex2var_pd(p_hi, lo2, q_hi),
+            _mm512_permutex2var_pd(p_hi, hi2, q_hi),
+        ];
+        for (j, v) in outs.into_iter().enumerate() {
+            let v = _mm512_castpd_ps(v);
+            let v = if relu { _mm512_max_ps(v, zero) } else { v };
+            _mm512_storeu_ps(dst.add(4 * k + 16 * j), v);
+        }
+        k += 16;
+    }
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +217,28 @@ mod tests {
                 let mut got = vec![-1f32; m * stride];
                 wide(|l| split_phases(l, &row, m, n, &mut got, stride));
                 assert_eq!(got, want, "m {m} n {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn phases_merge_alike_at_every_level() {
+        for m in [2usize, 4] {
+            for len in [1usize, 63, 64, 65, 130, 200] {
+                let n = len.div_ceil(m);
+                let stride = n + 2;
+                let cols: Vec<f32> = (0..m * stride).map(|i| i as f32 - 40.0).collect();
+                for relu in [false, true] {
+                    let mut want = vec![0f32; len];
+                    merge_phases(Level::Baseline, &cols, m, stride, &mut want, 0.5, relu);
+                    for (i, &v) in want.iter().enumerate() {
+                        let x = cols[(i % m) * stride + i / m] + 0.5;
+                        assert_eq!(v, if relu { x.max(0.0) } else { x });
+                    }
+                    let mut got = vec![0f32; len];
+                    wide(|l| merge_phases(l, &cols, m, stride, &mut got, 0.5, relu));
+                    assert_eq!(got, want, "m {m} len {len} relu {relu}");
+                }
             }
         }
     }

@@ -261,6 +261,12 @@ fn corpus(dir: &Path, out: &Path) -> Vec<Case> {
             "--bank-precision",
         ),
         case(
+            "precision unknown",
+            tex(&["--precision", "f64"]),
+            2,
+            "--precision",
+        ),
+        case(
             "style scale zero",
             tex(&["--style-scale", "0"]),
             2,

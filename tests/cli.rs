@@ -101,3 +101,44 @@ fn cuda_device_without_the_feature_is_one_clear_line() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!out.exists());
 }
+
+/// `--precision bf16` runs, and the sidecar says what ran (bf16 only on a CPU with AVX-512
+/// BF16).
+#[test]
+fn precision_is_recorded_in_the_sidecar() {
+    let Some(img) = common::shared_image("grass.png") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("t.png");
+    let out = common::mrfsynth()
+        .args([
+            "texture",
+            "--quiet",
+            "--levels",
+            "1",
+            "--iterations",
+            "2",
+            "--size",
+            "64",
+        ])
+        .args(["--precision", "bf16", "--style"])
+        .arg(&img)
+        .arg("-o")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_path.with_extension("json")).unwrap()).unwrap();
+    let want = if mrfsynth::bf16_gemm::available() {
+        "bf16"
+    } else {
+        "f32"
+    };
+    assert_eq!(sidecar["precision"], want);
+}

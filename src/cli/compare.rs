@@ -9,14 +9,14 @@ use mrfsynth::image_io::{self, RgbImageF32};
 use mrfsynth::metrics::{self, MetricsOptions};
 use mrfsynth::report::{self, RunSummary};
 use mrfsynth::synth::{self, Init, PriorKind, Task};
-use mrfsynth::vgg::{Pooling, Vgg19};
+use mrfsynth::vgg::{Pooling, Precision, Vgg19};
 use mrfsynth::weights::VggWeights;
 
 use super::args::{CompareArgs, MetricsArgs};
 use super::progress::Progress;
 use super::{
     classify, device, exit, failure, load_image, load_network, load_styles, params_from,
-    parse_size, pooling, sidecar_json, CliError, IMAGE_EXTS,
+    parse_size, pooling, precision, sidecar_json, CliError, IMAGE_EXTS,
 };
 
 pub fn metrics(a: MetricsArgs, weights_path: Option<&Path>) -> Result<(), CliError> {
@@ -27,7 +27,13 @@ pub fn metrics(a: MetricsArgs, weights_path: Option<&Path>) -> Result<(), CliErr
         .as_ref()
         .map(|c| load_image(c, "--content"))
         .transpose()?;
-    let (_, vgg) = load_network(weights_path, Pooling::Max, &Device::Cpu, None)?;
+    let (_, vgg) = load_network(
+        weights_path,
+        Pooling::Max,
+        &Device::Cpu,
+        Precision::F32,
+        None,
+    )?;
     let opts = MetricsOptions {
         seed: a.seed,
         ..MetricsOptions::default()
@@ -106,7 +112,13 @@ pub fn compare(
     }
     let mut progress = Progress::new(quiet, interrupted.clone(), None, a.output.join("run.png"));
     let dev = device(a.synth.device)?;
-    let (weights, vgg) = load_network(weights_path, pooling(a.synth.pool), &dev, Some(&progress))?;
+    let (weights, vgg) = load_network(
+        weights_path,
+        pooling(a.synth.pool),
+        &dev,
+        precision(&a.synth)?,
+        Some(&progress),
+    )?;
     let help = metrics::describe();
 
     if let Some(dir) = &a.style_dir {

@@ -14,7 +14,7 @@ use mrfsynth::image_io::{self, LoadLimits, RgbImageF32};
 use mrfsynth::synth::{
     self, Init, OptimizerKind, Params, PriorKind, SynthResult, Task, GRAM_CONTENT_WEIGHT,
 };
-use mrfsynth::vgg::{LayerId, Pooling, Vgg19};
+use mrfsynth::vgg::{LayerId, Pooling, Precision, Vgg19};
 use mrfsynth::weights::{self, VggWeights, WeightsError, WeightsSource};
 
 use args::{
@@ -90,6 +90,12 @@ fn device(spec: DeviceSpec) -> Result<Device, CliError> {
     })
 }
 
+fn precision(a: &SynthArgs) -> Result<Precision, CliError> {
+    a.precision
+        .parse()
+        .map_err(|e: String| CliError::usage(format!("--precision: {e}")))
+}
+
 fn pooling(p: PoolArg) -> Pooling {
     match p {
         PoolArg::Max => Pooling::Max,
@@ -143,6 +149,7 @@ fn load_network(
     weights_path: Option<&Path>,
     pool: Pooling,
     device: &Device,
+    precision: Precision,
     progress: Option<&Progress>,
 ) -> Result<(VggWeights, Vgg19), CliError> {
     if let (WeightsSource::Cache(p), Some(pr)) = (weights::resolve(weights_path), progress) {
@@ -151,7 +158,16 @@ fn load_network(
         }
     }
     let w = weights::load(weights_path, true)?;
-    let vgg = Vgg19::new(&w, pool, device).map_err(failure)?;
+    let vgg = Vgg19::new(&w, pool, device)
+        .map_err(failure)?
+        .with_precision(precision);
+    if let (Some(pr), true) = (progress, vgg.precision() != precision) {
+        pr.say(&format!(
+            "note: --precision {} needs a CPU with AVX-512 BF16; running in {}",
+            precision.name(),
+            vgg.precision().name()
+        ));
+    }
     Ok((w, vgg))
 }
 
@@ -291,7 +307,13 @@ fn texture(
     params.guides = guides_from(&a.synth, styles.len())?;
     params.validate().map_err(|e| CliError::usage(chain(&e)))?;
     let dev = device(a.synth.device)?;
-    let (weights, vgg) = load_network(weights_path, pooling(a.synth.pool), &dev, Some(&progress))?;
+    let (weights, vgg) = load_network(
+        weights_path,
+        pooling(a.synth.pool),
+        &dev,
+        precision(&a.synth)?,
+        Some(&progress),
+    )?;
     let result = synth::run(&vgg, &styles, &blend, Task::Texture, &params, &mut progress)
         .map_err(|e| classify(&e))?;
     let inputs = serde_json::json!({ "style": style_paths, "style_blend": blend });
@@ -340,7 +362,13 @@ fn transfer(
     params.guides = guides_from(&a.synth, styles.len())?;
     params.validate().map_err(|e| CliError::usage(chain(&e)))?;
     let dev = device(a.synth.device)?;
-    let (weights, vgg) = load_network(weights_path, pooling(a.synth.pool), &dev, Some(&progress))?;
+    let (weights, vgg) = load_network(
+        weights_path,
+        pooling(a.synth.pool),
+        &dev,
+        precision(&a.synth)?,
+        Some(&progress),
+    )?;
     let result = synth::run(
         &vgg,
         &styles,
@@ -481,6 +509,7 @@ pub(crate) fn sidecar_json(
         "interrupted": result.interrupted,
         "seconds": result.seconds,
         "device": result.device,
+        "precision": result.precision,
         "estimated_peak_bytes": result.estimated_peak_bytes,
         "notes": result.notes,
         "levels": result.levels,
@@ -535,7 +564,13 @@ fn features(a: FeaturesArgs, weights_path: Option<&Path>) -> Result<(), CliError
         }
         img = image_io::scale_to_long_side(&img, side);
     }
-    let (_, vgg) = load_network(weights_path, pooling(a.pool), &Device::Cpu, None)?;
+    let (_, vgg) = load_network(
+        weights_path,
+        pooling(a.pool),
+        &Device::Cpu,
+        Precision::F32,
+        None,
+    )?;
     let feats = synth::features(&vgg, &img, &layer_ids).map_err(|e| failure(chain(&e)))?;
     let named: Vec<(String, candle_core::Tensor)> = feats
         .into_iter()

@@ -8,10 +8,26 @@ use super::Params;
 
 /// L-BFGS keeps 2 * history vectors of the image's size; past this budget the history shrinks.
 pub const LBFGS_BUDGET_BYTES: u64 = 1 << 30;
-/// Fixed costs: the weights (f32 and the conv kernels' two layouts), their Winograd F(4x4, 3x3)
-/// transforms (36/9 of each layout, made once per layer used), the Winograd band buffers kept
-/// per thread (64 MB at most on 2 cores) and the process itself.
-const BASE_BYTES: u64 = 3 * 80_000_000 + 2 * 36 * 80_000_000 / 9 + 64_000_000 + 60_000_000;
+/// Fixed costs: the weights (f32 and the conv kernels' two layouts), the Winograd band buffers
+/// kept per thread (64 MB at most on 2 cores) and the process itself. (The freed blocks the
+/// CLI's allocator keeps come out of the headroom under the limit: `block_cache::set_budget`.)
+const BASE_BYTES: u64 = 3 * 80_000_000 + 64_000_000 + 60_000_000;
+
+/// The Winograd F(4x4, 3x3) transforms of the layers up to `deepest`, both directions: 36/9 of
+/// each layer's weights, made once per layer used.
+fn winograd_weight_bytes(deepest: LayerId) -> u64 {
+    LAYERS
+        .iter()
+        .take(deepest.index() + 1)
+        .filter_map(|l| match l.kind {
+            LayerKind::Conv(k) => {
+                let (cin, cout) = crate::weights::CONV_CHANNELS[k];
+                Some(2 * 36 * (cin * cout) as u64 * 4)
+            }
+            _ => None,
+        })
+        .sum()
+}
 
 /// Output channels of the layer at `index`.
 fn channels(index: usize) -> u64 {
@@ -71,7 +87,7 @@ pub fn level_peak_bytes(
             banks += (2 * m + 3 * n) * dim * 4 + (params.match_budget as u64).min(n * m) * 4;
         }
     }
-    BASE_BYTES + tape + transient + optimiser + banks
+    BASE_BYTES + winograd_weight_bytes(deepest) + tape + transient + optimiser + banks
 }
 
 /// Parses sizes such as `16G`, `512M`, `2GiB`, `1000000` (bytes).

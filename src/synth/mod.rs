@@ -90,6 +90,8 @@ pub struct SynthResult {
     pub estimated_peak_bytes: u64,
     /// Where it ran: `cpu` or `cuda:N`.
     pub device: String,
+    /// Number format of the network's convolutions ("f32" or "bf16").
+    pub precision: &'static str,
 }
 
 /// A texture (no content) or a style transfer onto a content image.
@@ -432,6 +434,10 @@ pub fn run(
         estimated_peak_bytes,
         ..
     } = plan(styles, blend, &task, params)?;
+    // Blocks the allocator keeps for reuse live in the headroom under the limit.
+    if let Some(limit) = params.max_memory.or_else(memory::available_bytes) {
+        crate::block_cache::set_budget(limit.saturating_sub(estimated_peak_bytes));
+    }
     let smallest = styles
         .iter()
         .map(|s| (s.width, s.height))
@@ -577,6 +583,7 @@ pub fn run(
         notes,
         seconds: started.elapsed().as_secs_f64(),
         device: crate::device::name(vgg.device()),
+        precision: vgg.precision().name(),
         estimated_peak_bytes,
     })
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::winograd::Tile;
+use super::winograd::{Tile, Weights};
+use crate::bf16_gemm::{self, PackedA};
 use crate::cpu_ops::contiguous_f32;
 
 /// Tap-major CPU weights [9][out][in], with their Winograd transforms made on first use (once
@@ -23,6 +24,7 @@ pub struct Taps {
     cin: usize,
     winograd_f2: std::sync::OnceLock<Vec<f32>>,
     winograd_f4: std::sync::OnceLock<Vec<f32>>,
+    winograd_f4_bf16: std::sync::OnceLock<Vec<PackedA>>,
 }
 
 impl Taps {
@@ -38,6 +40,7 @@ impl Taps {
             cin,
             winograd_f2: std::sync::OnceLock::new(),
             winograd_f4: std::sync::OnceLock::new(),
+            winograd_f4_bf16: std::sync::OnceLock::new(),
         }
     }
 
@@ -48,6 +51,14 @@ impl Taps {
         };
         cell.get_or_init(|| {
             super::winograd::transform_weights(tile, &self.data, self.cout, self.cin)
+        })
+    }
+
+    /// The F(4x4, 3x3) transform packed for bf16 products.
+    fn winograd_bf16(&self) -> &[PackedA] {
+        self.winograd_f4_bf16.get_or_init(|| {
+            let aa = Tile::F4.alpha() * Tile::F4.alpha();
+            super::winograd::pack_bf16(self.winograd(Tile::F4), aa, self.cout, self.cin)
         })
     }
 }
@@ -66,6 +77,8 @@ pub struct Conv3x3 {
     taps_fwd: Arc<Taps>,
     taps_bwd: Arc<Taps>,
     bias_cpu: Arc<Vec<f32>>,
+    /// Number format of the CPU products (both directions).
+    precision: Precision,
 }
 
 impl Conv3x3 {
@@ -101,7 +114,13 @@ impl Conv3x3 {
             taps_fwd: Arc::new(Taps::new(taps_fwd, cout, cin)),
             taps_bwd: Arc::new(Taps::new(taps_bwd, cin, cout)),
             bias_cpu: Arc::new(bias_cpu),
+            precision: Precision::F32,
         })
+    }
+
+    /// Runs the CPU products in `precision` (where the CPU supports it, else f32).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision.effective();
     }
 
     /// Pre-activation output, [N, out, H, W] for an input [N, in, H, W]. With `wrap` the
@@ -135,6 +154,7 @@ impl Conv3x3 {
             cout: self.cout,
             relu: false,
             wrap,
+            precision: self.precision,
         }
     }
 
@@ -146,6 +166,7 @@ impl Conv3x3 {
             cout: self.cin,
             relu: false,
             wrap,
+            precision: self.precision,
         }
     }
 
@@ -218,6 +239,7 @@ struct CpuConv {
     relu: bool,
     /// Circular padding instead of zeros.
     wrap: bool,
+    precision: Precision,
 }
 
 impl CpuConv {
@@ -230,6 +252,7 @@ impl CpuConv {
         let mut out = Vec::new();
         for b in 0..n {
             let y = conv3x3_cpu(
+                self.precision,
                 &x[b * per..(b + 1) * per],
                 mask.map(|m| &m[b * per..(b + 1) * per]),
                 c,
@@ -293,19 +316,67 @@ impl CustomOp2 for CpuConv {
     }
 }
 
+/// Channel counts up to which a side counts as thin ([`ConvAlgorithm::Im2col`],
+/// [`ConvAlgorithm::TapSum`]).
+pub const THIN: usize = 8;
+
+/// Number format of the convolution's products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 throughout.
+    #[default]
+    F32,
+    /// Winograd F(4x4, 3x3) products with bf16 operands and f32 sums, where the CPU has
+    /// AVX-512 BF16 (twice the multiply-adds per cycle); f32 elsewhere.
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// What runs on this CPU: bf16 needs AVX-512 BF16.
+    pub fn effective(self) -> Precision {
+        match self {
+            Precision::Bf16 if bf16_gemm::available() => Precision::Bf16,
+            _ => Precision::F32,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!("unknown precision {other:?} (f32 or bf16)")),
+        }
+    }
+}
+
 /// How the CPU computes a 3x3 convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvAlgorithm {
     /// Nine shifted GEMMs over the padded input.
     Direct,
+    /// One GEMM over stacked shifted copies of the input (few input channels).
+    Im2col,
+    /// One GEMM giving every tap's products, then a shifted sum (few output channels).
+    TapSum,
     /// Winograd's minimal filtering with the given block size.
     Winograd(Tile),
 }
 
 impl ConvAlgorithm {
-    /// The algorithm for a layer of this shape: direct below [`super::winograd::MIN_CHANNELS`]
-    /// channels in or out, else Winograd F(4x4, 3x3) (measured faster than F(2x2, 3x3) at
-    /// every VGG19 layer from 24 px up: `cargo run --release --example bench_conv`).
+    /// The algorithm for a layer of this shape: Winograd F(4x4, 3x3) from
+    /// [`super::winograd::MIN_CHANNELS`] channels in and out (measured faster than F(2x2, 3x3)
+    /// at every VGG19 layer: `cargo run --release --example bench_conv`); below that, im2col
+    /// for at most [`THIN`] inputs, per-tap sums for at most [`THIN`] outputs, else direct.
     /// `MRFSYNTH_CONV=direct|f2|f4` forces one (for A/B benchmarks).
     pub fn for_layer(cin: usize, cout: usize) -> Self {
         static FORCED: std::sync::OnceLock<Option<ConvAlgorithm>> = std::sync::OnceLock::new();
@@ -315,8 +386,17 @@ impl ConvAlgorithm {
             Ok("f4") => Some(ConvAlgorithm::Winograd(Tile::F4)),
             _ => None,
         });
-        if cin.min(cout) < super::winograd::MIN_CHANNELS {
+        if forced == Some(ConvAlgorithm::Direct) {
             return ConvAlgorithm::Direct;
+        }
+        if cin.min(cout) < super::winograd::MIN_CHANNELS {
+            return if cin <= THIN {
+                ConvAlgorithm::Im2col
+            } else if cout <= THIN {
+                ConvAlgorithm::TapSum
+            } else {
+                ConvAlgorithm::Direct
+            };
         }
         forced.unwrap_or(ConvAlgorithm::Winograd(Tile::F4))
     }
@@ -342,6 +422,7 @@ impl SendPtr {
 /// extra columns per row are junk and dropped when compacting.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_cpu(
+    precision: Precision,
     x: &[f32],
     mask: Option<&[f32]>,
     cin: usize,
@@ -355,6 +436,7 @@ pub fn conv3x3_cpu(
 ) -> Vec<f32> {
     conv3x3_cpu_using(
         ConvAlgorithm::for_layer(cin, cout),
+        precision,
         x,
         mask,
         cin,
@@ -372,6 +454,7 @@ pub fn conv3x3_cpu(
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_cpu_using(
     algo: ConvAlgorithm,
+    precision: Precision,
     x: &[f32],
     mask: Option<&[f32]>,
     cin: usize,
@@ -391,7 +474,7 @@ pub fn conv3x3_cpu_using(
     // Winograd reads whole blocks: round the padded size up to whole blocks (zeros beyond).
     let (hp, wp) = match algo {
         ConvAlgorithm::Winograd(tile) => tile.padded_dims(h, w),
-        ConvAlgorithm::Direct => (h + 2, w + 2),
+        ConvAlgorithm::Direct | ConvAlgorithm::Im2col | ConvAlgorithm::TapSum => (h + 2, w + 2),
     };
     let plane_in = hp * wp;
     let mut padded = vec![0f32; cin * plane_in];
@@ -422,6 +505,15 @@ pub fn conv3x3_cpu_using(
             }
         });
 
+    match algo {
+        ConvAlgorithm::Im2col => {
+            return super::thin::conv_im2col(&padded, cin, h, w, &taps.data, cout, bias, relu)
+        }
+        ConvAlgorithm::TapSum => {
+            return super::thin::conv_tap_sum(&padded, cin, h, w, &taps.data, cout, bias, relu)
+        }
+        _ => {}
+    }
     if let ConvAlgorithm::Winograd(tile) = algo {
         return super::winograd::conv3x3_winograd(
             tile,
@@ -431,7 +523,12 @@ pub fn conv3x3_cpu_using(
             cin,
             h,
             w,
-            taps.winograd(tile),
+            match (tile, precision) {
+                (Tile::F4, Precision::Bf16) if bf16_gemm::available() => {
+                    Weights::Bf16(taps.winograd_bf16())
+                }
+                _ => Weights::F32(taps.winograd(tile)),
+            },
             cout,
             bias,
             relu,
@@ -640,11 +737,14 @@ mod tests {
             let expect = naive(&x, cin, h, w, &wt, &b, cout);
             for algo in [
                 ConvAlgorithm::Direct,
+                ConvAlgorithm::Im2col,
+                ConvAlgorithm::TapSum,
                 ConvAlgorithm::Winograd(Tile::F2),
                 ConvAlgorithm::Winograd(Tile::F4),
             ] {
                 let y = conv3x3_cpu_using(
                     algo,
+                    Precision::F32,
                     &x,
                     None,
                     cin,

@@ -7,13 +7,14 @@
 pub mod conv;
 pub mod layers;
 pub mod pool;
+pub mod thin;
 pub mod winograd;
 
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Result, Tensor};
 
-pub use conv::Conv3x3;
+pub use conv::{Conv3x3, Precision};
 pub use layers::{LayerId, LayerKind, LAYERS};
 pub use pool::Pooling;
 
@@ -24,6 +25,7 @@ pub struct Vgg19 {
     pooling: Pooling,
     preprocess: Preprocess,
     device: Device,
+    precision: Precision,
 }
 
 /// The result of a forward pass: the requested layers, and what the backward pass needs.
@@ -48,11 +50,32 @@ impl Vgg19 {
             pooling,
             preprocess: weights.preprocess,
             device: device.clone(),
+            precision: Precision::F32,
         })
     }
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Runs the CPU convolutions' products in `precision` (bf16 needs AVX-512 BF16; f32 runs
+    /// where it is missing, and on other devices).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        let precision = if self.device.is_cpu() {
+            precision.effective()
+        } else {
+            Precision::F32
+        };
+        self.convs
+            .iter_mut()
+            .for_each(|c| c.set_precision(precision));
+        self.precision = precision;
+        self
+    }
+
+    /// The precision the convolutions run in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn pooling(&self) -> Pooling {

@@ -16,6 +16,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::conv::SendPtr;
+use crate::bf16_gemm::{self, PackedA};
 use crate::simd;
 
 /// Layers with fewer input or output channels stay direct (VGG19's first, with 3 inputs).
@@ -238,7 +239,7 @@ pub fn conv3x3_winograd(
     cin: usize,
     h: usize,
     w: usize,
-    u: &[f32],
+    u: Weights,
     cout: usize,
     bias: Option<&[f32]>,
     relu: bool,
@@ -250,7 +251,6 @@ pub fn conv3x3_winograd(
         (hp, wp) >= tile.padded_dims(h, w) && padded.len() >= cin * hp * wp,
         "winograd: padded input too small"
     );
-    assert_eq!(u.len(), aa * cout * cin, "winograd: weights do not fit");
 
     let mut out = Vec::with_capacity(cout * h * w);
     let out_ptr = SendPtr(out.as_mut_ptr());
@@ -445,10 +445,27 @@ fn input_transform(
     );
 }
 
+/// The transformed weights of a layer, as the products take them.
+#[derive(Clone, Copy)]
+pub enum Weights<'a> {
+    /// U[alpha^2][cout][cin], f32.
+    F32(&'a [f32]),
+    /// One packed bf16 matrix per xi ([`crate::bf16_gemm`]).
+    Bf16(&'a [PackedA]),
+}
+
+/// U[xi] packed for the bf16 products.
+pub(super) fn pack_bf16(u: &[f32], aa: usize, cout: usize, cin: usize) -> Vec<PackedA> {
+    (0..aa)
+        .into_par_iter()
+        .map(|xi| PackedA::new(&u[xi * cout * cin..(xi + 1) * cout * cin], cout, cin))
+        .collect()
+}
+
 /// M[xi] = U[xi] V[xi] for every xi, split over xi when `par`.
 #[allow(clippy::too_many_arguments)]
 fn products(
-    u: &[f32],
+    u: Weights,
     v: &[f32],
     mm: &mut [f32],
     aa: usize,
@@ -458,39 +475,55 @@ fn products(
     par: bool,
 ) {
     let mm_ptr = SendPtr(mm.as_mut_ptr());
-    assert!(u.len() >= aa * cout * cin && v.len() >= aa * cin * nb && mm.len() >= aa * cout * nb);
-    for_each_maybe_par(
-        aa,
-        par,
-        || (),
-        |_, xi| {
-            // SAFETY: the three matrices are row-major and in bounds (checked above); each xi
-            // writes its own M[xi].
-            unsafe {
-                gemm::gemm(
-                    cout,
-                    nb,
-                    cin,
-                    mm_ptr.get().add(xi * cout * nb),
-                    1,
-                    nb as isize,
-                    false,
-                    u.as_ptr().add(xi * cout * cin),
-                    1,
-                    cin as isize,
-                    v.as_ptr().add(xi * cin * nb),
-                    1,
-                    nb as isize,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        },
-    );
+    assert!(v.len() >= aa * cin * nb && mm.len() >= aa * cout * nb);
+    match u {
+        Weights::F32(u) => {
+            assert!(u.len() >= aa * cout * cin);
+            for_each_maybe_par(
+                aa,
+                par,
+                || (),
+                |_, xi| {
+                    // SAFETY: the three matrices are row-major and in bounds (checked above);
+                    // each xi writes its own M[xi].
+                    unsafe {
+                        gemm::gemm(
+                            cout,
+                            nb,
+                            cin,
+                            mm_ptr.get().add(xi * cout * nb),
+                            1,
+                            nb as isize,
+                            false,
+                            u.as_ptr().add(xi * cout * cin),
+                            1,
+                            cin as isize,
+                            v.as_ptr().add(xi * cin * nb),
+                            1,
+                            nb as isize,
+                            0.0f32,
+                            1.0f32,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                },
+            );
+        }
+        Weights::Bf16(u) => {
+            assert!(u.len() >= aa && u.iter().all(|p| (p.rows(), p.depth()) == (cout, cin)));
+            for_each_maybe_par(aa, par, Vec::new, |pack, xi| {
+                // SAFETY: each xi writes its own M[xi], inside `mm` (checked above).
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(mm_ptr.get().add(xi * cout * nb), cout * nb)
+                };
+                let rhs = &v[xi * cin * nb..(xi + 1) * cin * nb];
+                bf16_gemm::gemm(&u[xi], rhs, nb, nb, dst, nb, pack);
+            });
+        }
+    }
 }
 
 /// A^T m A per block of the band `bys` x `bxs`, plus bias and ReLU, into the output; again one
@@ -521,7 +554,7 @@ fn output_transform(
         |(r, cols), o| {
             simd::wide(
                 #[inline(always)]
-                |_| {
+                |level| {
                     let bias_o = bias.map_or(0.0, |b| b[o]);
                     for by in bys.clone() {
                         let t0 = (by - bys.start) * n;
@@ -559,12 +592,7 @@ fn output_transform(
                                     x1 - x0,
                                 )
                             };
-                            let act = |v: f32| if relu { v.max(0.0) } else { v };
-                            for (b, block) in row.chunks_mut(m).enumerate() {
-                                for (l, dst) in block.iter_mut().enumerate() {
-                                    *dst = act(cols[l * n + b] + bias_o);
-                                }
-                            }
+                            simd::merge_phases(level, cols, m, n, row, bias_o, relu);
                         }
                     }
                 },

@@ -1,0 +1,184 @@
+//! 3x3 convolutions with few channels on one side: VGG19's first layer (3 -> 64) and its input
+//! gradient (64 -> 3). As nine GEMMs with 3 rows or 3 columns they run far below speed; here
+//! each becomes one well-shaped GEMM plus a cheap copy.
+//!
+//! * Few inputs ([`conv_im2col`]): the 9 * cin shifted copies of the input are stacked (im2col,
+//!   a band of rows at a time), and one GEMM of (out x 9 in) by (9 in x pixels) does the rest.
+//! * Few outputs ([`conv_tap_sum`]): one GEMM of (9 out x in) by (in x padded pixels) gives
+//!   every tap's contribution at every position; each output pixel then sums its nine taps
+//!   from the shifted positions.
+//!
+//! Both read the padded input of the direct kernel (one pixel of padding, rows of w + 2).
+
+use rayon::prelude::*;
+
+use super::conv::SendPtr;
+
+/// Output pixels per band (one band per task).
+const BAND_PIXELS: usize = 8192;
+
+/// Bands of whole output rows, at least one row each.
+fn bands(h: usize, w: usize) -> Vec<(usize, usize)> {
+    let rows = (BAND_PIXELS / w.max(1)).clamp(1, h.max(1));
+    (0..h)
+        .step_by(rows)
+        .map(|y0| (y0, (y0 + rows).min(h)))
+        .collect()
+}
+
+/// `relu(bias + x)` over a band of one output channel.
+fn finish(dst: &mut [f32], bias: f32, relu: bool) {
+    for v in dst {
+        let x = *v + bias;
+        *v = if relu { x.max(0.0) } else { x };
+    }
+}
+
+/// C (m x n, row stride ldc) = A (m x k, row-major) B (k x n, row stride ldb).
+///
+/// # Safety
+/// The three matrices must lie inside their allocations.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        1,
+        ldc as isize,
+        false,
+        a,
+        1,
+        k as isize,
+        b,
+        1,
+        ldb as isize,
+        0.0f32,
+        1.0f32,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// Convolution of `padded` [cin][h + 2][w + 2] with tap-major weights `taps` [9][cout][cin]
+/// through im2col, into [cout][h][w].
+#[allow(clippy::too_many_arguments)]
+pub fn conv_im2col(
+    padded: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    taps: &[f32],
+    cout: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let (hp, wp) = (h + 2, w + 2);
+    assert!(padded.len() >= cin * hp * wp && taps.len() >= 9 * cout * cin);
+    let k = 9 * cin;
+    // A[o][c * 9 + tap]: the rows of the stacked copies below.
+    let mut a = vec![0f32; cout * k];
+    for tap in 0..9 {
+        for o in 0..cout {
+            for c in 0..cin {
+                a[o * k + c * 9 + tap] = taps[(tap * cout + o) * cin + c];
+            }
+        }
+    }
+    let mut out = vec![0f32; cout * h * w];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    bands(h, w).into_par_iter().for_each(|(y0, y1)| {
+        let n = (y1 - y0) * w;
+        let mut col = vec![0f32; k * n];
+        for c in 0..cin {
+            for tap in 0..9 {
+                let (ky, kx) = (tap / 3, tap % 3);
+                let dst = &mut col[(c * 9 + tap) * n..(c * 9 + tap + 1) * n];
+                for y in y0..y1 {
+                    let src = &padded[(c * hp + y + ky) * wp + kx..][..w];
+                    dst[(y - y0) * w..(y - y0 + 1) * w].copy_from_slice(src);
+                }
+            }
+        }
+        // SAFETY: A is cout x k, col k x n, and the band's columns y0*w.. of every output
+        // channel (row stride h*w) belong to this band only.
+        unsafe {
+            let c = out_ptr.get().add(y0 * w);
+            gemm_into(cout, n, k, c, h * w, a.as_ptr(), col.as_ptr(), n);
+            for o in 0..cout {
+                let dst = std::slice::from_raw_parts_mut(c.add(o * h * w), n);
+                finish(dst, bias.map_or(0.0, |b| b[o]), relu);
+            }
+        }
+    });
+    out
+}
+
+/// Convolution of `padded` [cin][h + 2][w + 2] with tap-major weights `taps` [9][cout][cin] by
+/// summing per-tap products, into [cout][h][w].
+#[allow(clippy::too_many_arguments)]
+pub fn conv_tap_sum(
+    padded: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    taps: &[f32],
+    cout: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let (hp, wp) = (h + 2, w + 2);
+    assert!(padded.len() >= cin * hp * wp && taps.len() >= 9 * cout * cin);
+    let mut out = vec![0f32; cout * h * w];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    bands(h, w).into_par_iter().for_each(|(y0, y1)| {
+        // Output rows y0..y1 read padded rows y0..y1 + 2.
+        let n = (y1 - y0 + 2) * wp;
+        let mut z = vec![0f32; 9 * cout * n];
+        // SAFETY: taps is (9 cout) x cin, the padded rows cin x n with channel stride hp*wp
+        // (rows y0..y1+2 exist), z is (9 cout) x n.
+        unsafe {
+            gemm_into(
+                9 * cout,
+                n,
+                cin,
+                z.as_mut_ptr(),
+                n,
+                taps.as_ptr(),
+                padded.as_ptr().add(y0 * wp),
+                hp * wp,
+            );
+        }
+        for o in 0..cout {
+            let b = bias.map_or(0.0, |b| b[o]);
+            for y in y0..y1 {
+                // SAFETY: this band alone writes output rows y0..y1.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(out_ptr.get().add((o * h + y) * w), w)
+                };
+                dst.fill(0.0);
+                for tap in 0..9 {
+                    let (ky, kx) = (tap / 3, tap % 3);
+                    let src = &z[(tap * cout + o) * n + (y - y0 + ky) * wp + kx..][..w];
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d += s;
+                    }
+                }
+                finish(dst, b, relu);
+            }
+        }
+    });
+    out
+}
