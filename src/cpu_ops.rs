@@ -13,3 +13,35 @@ pub(crate) fn contiguous_f32<'a>(
         _ => candle_core::bail!("{op}: contiguous f32 input expected"),
     }
 }
+
+/// A vector of `len` floats made chunk by chunk in parallel, without zeroing it first (the
+/// zeroing pass cost as much as a light layer): `fill(i, chunk)` gets chunk i (of `chunk`
+/// values; the last may be shorter) and must write every value of it.
+///
+/// # Safety
+/// `fill` must initialise its whole chunk (every element written through `MaybeUninit::write`
+/// or an equivalent) before it returns.
+pub(crate) unsafe fn par_filled(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: every chunk of the first `len` values was initialised by `fill` (the caller's
+    // promise).
+    v.set_len(len);
+    v
+}
+
+/// The chunk as initialised floats.
+///
+/// # Safety
+/// Every element must have been written.
+pub(crate) unsafe fn assume_init(c: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32])
+}

@@ -477,33 +477,44 @@ pub fn conv3x3_cpu_using(
         ConvAlgorithm::Direct | ConvAlgorithm::Im2col | ConvAlgorithm::TapSum => (h + 2, w + 2),
     };
     let plane_in = hp * wp;
-    let mut padded = vec![0f32; cin * plane_in];
-    padded
-        .par_chunks_mut(plane_in)
-        .enumerate()
-        .for_each(|(c, dst)| {
-            for y in 0..h {
-                let row = (c * h + y) * w..(c * h + y + 1) * w;
-                let dst = &mut dst[(y + 1) * wp + 1..(y + 1) * wp + 1 + w];
-                match mask {
-                    None => dst.copy_from_slice(&x[row]),
-                    Some(m) => {
-                        for ((d, &v), &gate) in dst.iter_mut().zip(&x[row.clone()]).zip(&m[row]) {
-                            *d = if gate > 0.0 { v } else { 0.0 };
-                        }
+    // Written whole (zeros around the image and beyond it), so it is not zeroed first.
+    let fill = |c: usize, dst: &mut [std::mem::MaybeUninit<f32>]| {
+        let zero = std::mem::MaybeUninit::new(0f32);
+        dst[..wp].fill(zero);
+        for y in 0..h {
+            let row = (c * h + y) * w..(c * h + y + 1) * w;
+            let line = &mut dst[(y + 1) * wp..(y + 2) * wp];
+            line[0] = zero;
+            line[w + 1..].fill(zero);
+            let inner = &mut line[1..w + 1];
+            match mask {
+                None => {
+                    for (d, &v) in inner.iter_mut().zip(&x[row]) {
+                        d.write(v);
+                    }
+                }
+                Some(m) => {
+                    for ((d, &v), &gate) in inner.iter_mut().zip(&x[row.clone()]).zip(&m[row]) {
+                        d.write(if gate > 0.0 { v } else { 0.0 });
                     }
                 }
             }
-            if wrap {
-                // Border rows from the opposite side, then border columns (corners included).
-                dst.copy_within(h * wp..(h + 1) * wp, 0);
-                dst.copy_within(wp..2 * wp, (h + 1) * wp);
-                for r in 0..h + 2 {
-                    dst[r * wp] = dst[r * wp + w];
-                    dst[r * wp + w + 1] = dst[r * wp + 1];
-                }
+        }
+        dst[(h + 1) * wp..].fill(zero);
+        // SAFETY: every value of the plane was written above.
+        let dst = unsafe { crate::cpu_ops::assume_init(dst) };
+        if wrap {
+            // Border rows from the opposite side, then border columns (corners included).
+            dst.copy_within(h * wp..(h + 1) * wp, 0);
+            dst.copy_within(wp..2 * wp, (h + 1) * wp);
+            for r in 0..h + 2 {
+                dst[r * wp] = dst[r * wp + w];
+                dst[r * wp + w + 1] = dst[r * wp + 1];
             }
-        });
+        }
+    };
+    // SAFETY: `fill` writes every value of its plane.
+    let padded = unsafe { crate::cpu_ops::par_filled(cin * plane_in, plane_in, fill) };
 
     match algo {
         ConvAlgorithm::Im2col => {

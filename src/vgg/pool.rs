@@ -4,7 +4,7 @@
 //! gradient goes to ONE argmax. Ties are common (pool1 of a photo has tens of thousands of tied
 //! windows), so the first maximum in scan order takes it, as PyTorch does.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::cpu_ops::contiguous_f32;
@@ -36,6 +36,9 @@ impl Pooling {
     }
 
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() {
+            return x.contiguous()?.apply_op1_no_bwd(&CpuPoolForward(self));
+        }
         match self {
             Pooling::Max => x.max_pool2d(2),
             Pooling::Avg => x.avg_pool2d(2),
@@ -97,6 +100,50 @@ impl Pooling {
     }
 }
 
+/// The forward pass on the CPU: one pass per plane, in parallel over planes.
+struct CpuPoolForward(Pooling);
+
+impl CustomOp1 for CpuPoolForward {
+    fn name(&self) -> &'static str {
+        "mrfsynth-pool2x2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let (ho, wo) = (h / 2, w / 2);
+        let x = contiguous_f32(s, l, "pool")?;
+        let mut out = vec![0f32; n * c * ho * wo];
+        let pooling = self.0;
+        if ho * wo > 0 {
+            out.par_chunks_mut(ho * wo)
+                .enumerate()
+                .for_each(|(p, dst)| {
+                    let xp = &x[p * h * w..(p + 1) * h * w];
+                    crate::simd::wide(
+                        #[inline(always)]
+                        |_| {
+                            for (oy, row) in dst.chunks_mut(wo).enumerate() {
+                                let (x0, x1) = (
+                                    &xp[2 * oy * w..][..2 * wo],
+                                    &xp[(2 * oy + 1) * w..][..2 * wo],
+                                );
+                                for (ox, o) in row.iter_mut().enumerate() {
+                                    let (a, b) = (x0[2 * ox], x0[2 * ox + 1]);
+                                    let (c, d) = (x1[2 * ox], x1[2 * ox + 1]);
+                                    *o = match pooling {
+                                        Pooling::Max => a.max(b).max(c.max(d)),
+                                        Pooling::Avg => 0.25 * ((a + b) + (c + d)),
+                                    };
+                                }
+                            }
+                        },
+                    );
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
+    }
+}
+
 /// One pass on the CPU: each output gradient goes to its window's first maximum (or a quarter
 /// to each cell for average pooling).
 struct CpuPoolBackward(Pooling);
@@ -124,34 +171,54 @@ impl CustomOp2 for CpuPoolBackward {
         }
         let op = "pool backward";
         let (x, g) = (contiguous_f32(s1, l1, op)?, contiguous_f32(s2, l2, op)?);
-        let mut out = vec![0f32; n * c * h * w];
-        out.par_chunks_mut(h * w).enumerate().for_each(|(p, dst)| {
+        let pooling = self.0;
+        let fill = |p: usize, dst: &mut [std::mem::MaybeUninit<f32>]| {
+            // Rows and columns that floor pooling dropped get no gradient.
+            dst.fill(std::mem::MaybeUninit::new(0.0));
+            // SAFETY: every value was just written.
+            let dst = unsafe { crate::cpu_ops::assume_init(dst) };
             let xp = &x[p * h * w..(p + 1) * h * w];
             let gp = &g[p * ho * wo..(p + 1) * ho * wo];
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let gv = gp[oy * wo + ox];
-                    let cells = [
-                        (2 * oy) * w + 2 * ox,
-                        (2 * oy) * w + 2 * ox + 1,
-                        (2 * oy + 1) * w + 2 * ox,
-                        (2 * oy + 1) * w + 2 * ox + 1,
-                    ];
-                    match self.0 {
-                        Pooling::Avg => cells.iter().for_each(|&k| dst[k] = 0.25 * gv),
-                        Pooling::Max => {
-                            let mut best = cells[0];
-                            for &k in &cells[1..] {
-                                if xp[k] > xp[best] {
-                                    best = k;
+            crate::simd::wide(
+                #[inline(always)]
+                |_| {
+                    for oy in 0..ho {
+                        let (top, bottom) = dst[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
+                        let (x0, x1) = (&xp[2 * oy * w..][..w], &xp[(2 * oy + 1) * w..][..w]);
+                        let gr = &gp[oy * wo..(oy + 1) * wo];
+                        for ox in 0..wo {
+                            let gv = gr[ox];
+                            let (a, b) = (x0[2 * ox], x0[2 * ox + 1]);
+                            let (c, d) = (x1[2 * ox], x1[2 * ox + 1]);
+                            let (ga, gb, gc, gd) = match pooling {
+                                Pooling::Avg => {
+                                    let q = 0.25 * gv;
+                                    (q, q, q, q)
                                 }
-                            }
-                            dst[best] = gv;
+                                Pooling::Max => {
+                                    // The first maximum in scan order takes it all.
+                                    let m = a.max(b).max(c.max(d));
+                                    let (ta, tb, tc) = (a == m, b == m, c == m);
+                                    let pick = |hit: bool| if hit { gv } else { 0.0 };
+                                    (
+                                        pick(ta),
+                                        pick(tb && !ta),
+                                        pick(tc && !ta && !tb),
+                                        pick(!ta && !tb && !tc),
+                                    )
+                                }
+                            };
+                            top[2 * ox] = ga;
+                            top[2 * ox + 1] = gb;
+                            bottom[2 * ox] = gc;
+                            bottom[2 * ox + 1] = gd;
                         }
                     }
-                }
-            }
-        });
+                },
+            );
+        };
+        // SAFETY: `fill` writes every value of its plane.
+        let out = unsafe { crate::cpu_ops::par_filled(n * c * h * w, h * w, fill) };
         Ok((CpuStorage::F32(out), Shape::from((n, c, h, w))))
     }
 }
@@ -174,6 +241,15 @@ mod tests {
         )?;
         let y = Pooling::Max.forward(&x)?;
         assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, vec![1., 7.]);
+        // Our CPU forward equals candle's, both poolings.
+        let r = Tensor::rand(-1f32, 1f32, (2, 3, 7, 9), &Device::Cpu)?;
+        for (ours, theirs) in [
+            (Pooling::Max.forward(&r)?, r.max_pool2d(2)?),
+            (Pooling::Avg.forward(&r)?, r.avg_pool2d(2)?),
+        ] {
+            let d = (ours - theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(d < 1e-6, "{d}");
+        }
         let g = Tensor::new(&[[[[10f32, 20.]]]], &Device::Cpu)?;
         for gx in [
             Pooling::Max.backward(&x, &g)?,
