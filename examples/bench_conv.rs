@@ -1,6 +1,6 @@
 //! Per-layer times of the CPU 3x3 convolution: direct, Winograd F(2x2, 3x3) and F(4x4, 3x3)
 //! (f32, and with bf16 products where the CPU has AVX-512 BF16), and for the thin first layer
-//! im2col and per-tap sums,
+//! im2col,
 //! forward and input gradient, for every VGG19 layer up to conv4_2 at one image size. This is
 //! the measurement behind `ConvAlgorithm::for_layer`.
 //!
@@ -33,7 +33,6 @@ fn main() {
     let algos = [
         (ConvAlgorithm::Direct, Precision::F32),
         (ConvAlgorithm::Im2col, Precision::F32),
-        (ConvAlgorithm::TapSum, Precision::F32),
         (ConvAlgorithm::Winograd(Tile::F2), Precision::F32),
         (f4, Precision::F32),
         (f4, Precision::Bf16),
@@ -46,10 +45,10 @@ fn main() {
         rayon::current_num_threads()
     );
     println!(
-        "| layer | in->out | side | pass | direct | im2col | tap sum | F2 | F4 | F4 bf16 | chosen | chosen vs direct | F4 bf16 vs F4 |"
+        "| layer | in->out | side | pass | direct | im2col | F2 | F4 | F4 bf16 | chosen | chosen vs direct | F4 bf16 vs F4 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut totals = [0f64; 6];
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut totals = [0f64; 5];
     let mut chosen_total = 0f64;
     let mut side = size;
     for (i, &(cin, cout)) in CONV_CHANNELS.iter().enumerate().take(10) {
@@ -60,9 +59,9 @@ fn main() {
             let taps = Taps::new(noise(9 * ci * co, i as u64 + 1), co, ci);
             let x = noise(ci * side * side, 99);
             let bias = vec![0.1f32; co];
-            let mut ms = [0f64; 6];
+            let mut ms = [0f64; 5];
             for (k, &(algo, precision)) in algos.iter().enumerate() {
-                let thin = matches!(algo, ConvAlgorithm::Im2col | ConvAlgorithm::TapSum);
+                let thin = algo == ConvAlgorithm::Im2col;
                 if thin && ci.min(co) >= 64 {
                     ms[k] = f64::NAN; // meant for thin layers only
                     continue;
@@ -101,25 +100,24 @@ fn main() {
                 .expect("listed");
             chosen_total += ms[at];
             println!(
-                "| conv{i} | {ci}->{co} | {side} | {pass} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {pick:?} | {:.2}x | {:.2}x |",
+                "| conv{i} | {ci}->{co} | {side} | {pass} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {pick:?} | {:.2}x | {:.2}x |",
                 ms[0],
                 ms[1],
                 ms[2],
                 ms[3],
                 ms[4],
-                ms[5],
                 ms[0] / ms[at],
-                ms[4] / ms[5]
+                ms[3] / ms[4]
             );
         }
     }
     println!(
-        "| all | | | | {:.0} | | | {:.0} | {:.0} | {:.0} | {chosen_total:.0} | {:.2}x | {:.2}x |",
+        "| all | | | | {:.0} | | {:.0} | {:.0} | {:.0} | {chosen_total:.0} | {:.2}x | {:.2}x |",
         totals[0],
+        totals[2],
         totals[3],
         totals[4],
-        totals[5],
         totals[0] / chosen_total,
-        totals[4] / totals[5]
+        totals[3] / totals[4]
     );
 }

@@ -250,12 +250,17 @@ fn e2e_section(
     let f32_vgg = Vgg19::new(weights, Pooling::Max, &Device::Cpu)?;
     // (engine, wall s, evaluations per level, SWD)
     let mut rows: Vec<(String, f64, Vec<usize>, f64)> = Vec::new();
-    let mut precisions = vec![Precision::F32];
+    // The default twice (seeds 0 and 1: how much SWD moves with the start alone), then bf16.
+    let mut runs = vec![(Precision::F32, 0u64), (Precision::F32, 1)];
     if Precision::Bf16.effective() == Precision::Bf16 {
-        precisions.push(Precision::Bf16);
+        runs.push((Precision::Bf16, 0));
     }
-    for precision in precisions {
+    for (precision, seed) in runs {
         let vgg = Vgg19::new(weights, Pooling::Max, &Device::Cpu)?.with_precision(precision);
+        let params = Params {
+            seed,
+            ..params.clone()
+        };
         let t = Instant::now();
         let ours = synth::run(
             &vgg,
@@ -270,7 +275,7 @@ fn e2e_section(
         let swd = metrics::compute(&f32_vgg, &ours.image, &style_img, None, &opts)?.swd;
         rows.push((
             format!(
-                "mrfsynth, {} convolutions{}",
+                "mrfsynth, {} convolutions{}, seed {seed}",
                 precision.name(),
                 if precision == Precision::F32 {
                     " (default)"
@@ -330,7 +335,7 @@ fn e2e_section(
         ),
         None => println!("| PyTorch twin (tools/cnnmrf_torch.py) | n/a | | | | |"),
     }
-    println!("\nTarget: time at most 0.50 of PyTorch's, SWD within 5% (ratio 0.95..1.05). SWD also varies with the seed: two f32 runs of this job with seeds 0 and 1 scored 9969 and 10665.");
+    println!("\nTarget: time at most 0.50 of PyTorch's, SWD within 5% (ratio 0.95..1.05). PyTorch's run starts from its own noise (seed 0 of torch.Generator), so the SWD ratio also carries the spread between starts, which the two f32 seeds above show.");
     Ok(())
 }
 

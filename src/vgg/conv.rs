@@ -316,8 +316,7 @@ impl CustomOp2 for CpuConv {
     }
 }
 
-/// Channel counts up to which a side counts as thin ([`ConvAlgorithm::Im2col`],
-/// [`ConvAlgorithm::TapSum`]).
+/// Input channel counts up to which a layer counts as thin ([`ConvAlgorithm::Im2col`]).
 pub const THIN: usize = 8;
 
 /// Number format of the convolution's products.
@@ -366,8 +365,6 @@ pub enum ConvAlgorithm {
     Direct,
     /// One GEMM over stacked shifted copies of the input (few input channels).
     Im2col,
-    /// One GEMM giving every tap's products, then a shifted sum (few output channels).
-    TapSum,
     /// Winograd's minimal filtering with the given block size.
     Winograd(Tile),
 }
@@ -376,7 +373,7 @@ impl ConvAlgorithm {
     /// The algorithm for a layer of this shape: Winograd F(4x4, 3x3) from
     /// [`super::winograd::MIN_CHANNELS`] channels in and out (measured faster than F(2x2, 3x3)
     /// at every VGG19 layer: `cargo run --release --example bench_conv`); below that, im2col
-    /// for at most [`THIN`] inputs, per-tap sums for at most [`THIN`] outputs, else direct.
+    /// for at most [`THIN`] inputs, else direct.
     /// `MRFSYNTH_CONV=direct|f2|f4` forces one (for A/B benchmarks).
     pub fn for_layer(cin: usize, cout: usize) -> Self {
         static FORCED: std::sync::OnceLock<Option<ConvAlgorithm>> = std::sync::OnceLock::new();
@@ -392,8 +389,6 @@ impl ConvAlgorithm {
         if cin.min(cout) < super::winograd::MIN_CHANNELS {
             return if cin <= THIN {
                 ConvAlgorithm::Im2col
-            } else if cout <= THIN {
-                ConvAlgorithm::TapSum
             } else {
                 ConvAlgorithm::Direct
             };
@@ -474,7 +469,7 @@ pub fn conv3x3_cpu_using(
     // Winograd reads whole blocks: round the padded size up to whole blocks (zeros beyond).
     let (hp, wp) = match algo {
         ConvAlgorithm::Winograd(tile) => tile.padded_dims(h, w),
-        ConvAlgorithm::Direct | ConvAlgorithm::Im2col | ConvAlgorithm::TapSum => (h + 2, w + 2),
+        ConvAlgorithm::Direct | ConvAlgorithm::Im2col => (h + 2, w + 2),
     };
     let plane_in = hp * wp;
     // Written whole (zeros around the image and beyond it), so it is not zeroed first.
@@ -516,14 +511,8 @@ pub fn conv3x3_cpu_using(
     // SAFETY: `fill` writes every value of its plane.
     let padded = unsafe { crate::cpu_ops::par_filled(cin * plane_in, plane_in, fill) };
 
-    match algo {
-        ConvAlgorithm::Im2col => {
-            return super::thin::conv_im2col(&padded, cin, h, w, &taps.data, cout, bias, relu)
-        }
-        ConvAlgorithm::TapSum => {
-            return super::thin::conv_tap_sum(&padded, cin, h, w, &taps.data, cout, bias, relu)
-        }
-        _ => {}
+    if algo == ConvAlgorithm::Im2col {
+        return super::thin::conv_im2col(&padded, cin, h, w, &taps.data, cout, bias, relu);
     }
     if let ConvAlgorithm::Winograd(tile) = algo {
         return super::winograd::conv3x3_winograd(
@@ -749,7 +738,6 @@ mod tests {
             for algo in [
                 ConvAlgorithm::Direct,
                 ConvAlgorithm::Im2col,
-                ConvAlgorithm::TapSum,
                 ConvAlgorithm::Winograd(Tile::F2),
                 ConvAlgorithm::Winograd(Tile::F4),
             ] {
