@@ -9,20 +9,15 @@
 
 use std::time::Instant;
 
-use mrfsynth::vgg::conv::{conv3x3_cpu_using, ConvAlgorithm, Precision, Taps};
+use rand::{Rng, SeedableRng};
+
+use mrfsynth::vgg::conv::{conv3x3_cpu, ConvAlgorithm, Precision, Taps};
 use mrfsynth::vgg::winograd::Tile;
 use mrfsynth::weights::CONV_CHANNELS;
 
 fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random::<f32>() - 0.5).collect()
 }
 
 fn main() {
@@ -68,7 +63,7 @@ fn main() {
                 }
                 let run = || {
                     let t = Instant::now();
-                    let y = conv3x3_cpu_using(
+                    let y = conv3x3_cpu(
                         algo,
                         precision,
                         &x,

@@ -45,3 +45,43 @@ pub(crate) unsafe fn par_filled(
 pub(crate) unsafe fn assume_init(c: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
     &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32])
 }
+
+/// C (m x n, row stride `ldc`) = A (m x k, row stride `lda`) B (k x n, row stride `ldb`), f32,
+/// row-major, on the calling thread (callers split work over the cores themselves).
+///
+/// # Safety
+/// The three matrices must lie inside their allocations, and C must not overlap A or B.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_rowmajor(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        1,
+        ldc as isize,
+        false,
+        a,
+        1,
+        lda as isize,
+        b,
+        1,
+        ldb as isize,
+        0.0f32,
+        1.0f32,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}

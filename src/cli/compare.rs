@@ -15,8 +15,8 @@ use mrfsynth::weights::VggWeights;
 use super::args::{CompareArgs, MetricsArgs};
 use super::progress::Progress;
 use super::{
-    classify, device, exit, failure, load_image, load_network, load_styles, params_from,
-    parse_size, pooling, precision, sidecar_json, CliError, IMAGE_EXTS,
+    classify, exit, failure, load_image, load_network, load_styles, params_from, parse_size,
+    sidecar_json, synth_network, CliError, IMAGE_EXTS,
 };
 
 pub fn metrics(a: MetricsArgs, weights_path: Option<&Path>) -> Result<(), CliError> {
@@ -111,14 +111,7 @@ pub fn compare(
         )));
     }
     let mut progress = Progress::new(quiet, interrupted.clone(), None, a.output.join("run.png"));
-    let dev = device(a.synth.device)?;
-    let (weights, vgg) = load_network(
-        weights_path,
-        pooling(a.synth.pool),
-        &dev,
-        precision(&a.synth)?,
-        Some(&progress),
-    )?;
+    let (weights, vgg) = synth_network(&a.synth, weights_path, &progress)?;
     let help = metrics::describe();
 
     if let Some(dir) = &a.style_dir {

@@ -90,10 +90,24 @@ fn device(spec: DeviceSpec) -> Result<Device, CliError> {
     })
 }
 
-fn precision(a: &SynthArgs) -> Result<Precision, CliError> {
-    a.precision
+/// The network a synthesis command asks for: its device, pooling and precision.
+fn synth_network(
+    a: &SynthArgs,
+    weights_path: Option<&Path>,
+    progress: &Progress,
+) -> Result<(VggWeights, Vgg19), CliError> {
+    let precision: Precision = a
+        .precision
         .parse()
-        .map_err(|e: String| CliError::usage(format!("--precision: {e}")))
+        .map_err(|e: String| CliError::usage(format!("--precision: {e}")))?;
+    let dev = device(a.device)?;
+    load_network(
+        weights_path,
+        pooling(a.pool),
+        &dev,
+        precision,
+        Some(progress),
+    )
 }
 
 fn pooling(p: PoolArg) -> Pooling {
@@ -306,14 +320,7 @@ fn texture(
     params.init = parse_init(&a.init, false)?;
     params.guides = guides_from(&a.synth, styles.len())?;
     params.validate().map_err(|e| CliError::usage(chain(&e)))?;
-    let dev = device(a.synth.device)?;
-    let (weights, vgg) = load_network(
-        weights_path,
-        pooling(a.synth.pool),
-        &dev,
-        precision(&a.synth)?,
-        Some(&progress),
-    )?;
+    let (weights, vgg) = synth_network(&a.synth, weights_path, &progress)?;
     let result = synth::run(&vgg, &styles, &blend, Task::Texture, &params, &mut progress)
         .map_err(|e| classify(&e))?;
     let inputs = serde_json::json!({ "style": style_paths, "style_blend": blend });
@@ -361,14 +368,7 @@ fn transfer(
     params.init = parse_init(&a.init, true)?;
     params.guides = guides_from(&a.synth, styles.len())?;
     params.validate().map_err(|e| CliError::usage(chain(&e)))?;
-    let dev = device(a.synth.device)?;
-    let (weights, vgg) = load_network(
-        weights_path,
-        pooling(a.synth.pool),
-        &dev,
-        precision(&a.synth)?,
-        Some(&progress),
-    )?;
+    let (weights, vgg) = synth_network(&a.synth, weights_path, &progress)?;
     let result = synth::run(
         &vgg,
         &styles,

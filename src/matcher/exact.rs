@@ -74,26 +74,16 @@ impl ExactMatcher {
                 // SAFETY: q is rows x dim, bank_t dim x m and scores rows x m, all row-major
                 // and in bounds.
                 unsafe {
-                    gemm::gemm(
+                    crate::cpu_ops::gemm_rowmajor(
                         rows,
                         m,
                         dim,
                         scores.as_mut_ptr(),
-                        1,
-                        m as isize,
-                        false,
+                        m,
                         q.as_ptr(),
-                        1,
-                        dim as isize,
+                        dim,
                         bank_t.as_ptr(),
-                        1,
-                        m as isize,
-                        0.0f32,
-                        1.0f32,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        m,
                     );
                 }
                 for r in 0..rows {

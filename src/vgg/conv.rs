@@ -252,6 +252,7 @@ impl CpuConv {
         let mut out = Vec::new();
         for b in 0..n {
             let y = conv3x3_cpu(
+                ConvAlgorithm::for_layer(c, self.cout),
                 self.precision,
                 &x[b * per..(b + 1) * per],
                 mask.map(|m| &m[b * per..(b + 1) * per]),
@@ -410,44 +411,14 @@ impl SendPtr {
     }
 }
 
-/// 3x3 convolution of one image `x` [cin, h, w] with tap-major weights [9][cout][cin].
+/// 3x3 convolution of one image `x` [cin, h, w] with tap-major weights [9][cout][cin], by
+/// `algo` (usually [`ConvAlgorithm::for_layer`]; any algorithm works at any size).
 ///
-/// With the input zero-padded to rows of `w + 2`, the output at wide position `n = y*(w+2) + x`
-/// is `sum_k W_k · P[:, n + off_k]`: nine GEMMs over shifted views of the same buffer. The two
-/// extra columns per row are junk and dropped when compacting.
+/// Direct: with the input zero-padded to rows of `w + 2`, the output at wide position
+/// `n = y*(w+2) + x` is `sum_k W_k · P[:, n + off_k]`: nine GEMMs over shifted views of the same
+/// buffer. The two extra columns per row are junk and dropped when compacting.
 #[allow(clippy::too_many_arguments)]
 pub fn conv3x3_cpu(
-    precision: Precision,
-    x: &[f32],
-    mask: Option<&[f32]>,
-    cin: usize,
-    h: usize,
-    w: usize,
-    taps: &Taps,
-    cout: usize,
-    bias: Option<&[f32]>,
-    relu: bool,
-    wrap: bool,
-) -> Vec<f32> {
-    conv3x3_cpu_using(
-        ConvAlgorithm::for_layer(cin, cout),
-        precision,
-        x,
-        mask,
-        cin,
-        h,
-        w,
-        taps,
-        cout,
-        bias,
-        relu,
-        wrap,
-    )
-}
-
-/// [`conv3x3_cpu`] with the algorithm given (Winograd needs 1 channel or more, any size).
-#[allow(clippy::too_many_arguments)]
-pub fn conv3x3_cpu_using(
     algo: ConvAlgorithm,
     precision: Precision,
     x: &[f32],
@@ -741,7 +712,7 @@ mod tests {
                 ConvAlgorithm::Winograd(Tile::F2),
                 ConvAlgorithm::Winograd(Tile::F4),
             ] {
-                let y = conv3x3_cpu_using(
+                let y = conv3x3_cpu(
                     algo,
                     Precision::F32,
                     &x,

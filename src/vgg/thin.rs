@@ -31,44 +31,6 @@ fn finish(dst: &mut [f32], bias: f32, relu: bool) {
     }
 }
 
-/// C (m x n, row stride ldc) = A (m x k, row-major) B (k x n, row stride ldb).
-///
-/// # Safety
-/// The three matrices must lie inside their allocations.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_into(
-    m: usize,
-    n: usize,
-    k: usize,
-    c: *mut f32,
-    ldc: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        c,
-        1,
-        ldc as isize,
-        false,
-        a,
-        1,
-        k as isize,
-        b,
-        1,
-        ldb as isize,
-        0.0f32,
-        1.0f32,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    );
-}
-
 /// Convolution of `padded` [cin][h + 2][w + 2] with tap-major weights `taps` [9][cout][cin]
 /// through im2col, into [cout][h][w].
 #[allow(clippy::too_many_arguments)]
@@ -113,7 +75,7 @@ pub fn conv_im2col(
         // channel (row stride h*w) belong to this band only.
         unsafe {
             let c = out_ptr.get().add(y0 * w);
-            gemm_into(cout, n, k, c, h * w, a.as_ptr(), col.as_ptr(), n);
+            crate::cpu_ops::gemm_rowmajor(cout, n, k, c, h * w, a.as_ptr(), k, col.as_ptr(), n);
             for o in 0..cout {
                 let dst = std::slice::from_raw_parts_mut(c.add(o * h * w), n);
                 finish(dst, bias.map_or(0.0, |b| b[o]), relu);

@@ -487,26 +487,16 @@ fn products(
                     // SAFETY: the three matrices are row-major and in bounds (checked above);
                     // each xi writes its own M[xi].
                     unsafe {
-                        gemm::gemm(
+                        crate::cpu_ops::gemm_rowmajor(
                             cout,
                             nb,
                             cin,
                             mm_ptr.get().add(xi * cout * nb),
-                            1,
-                            nb as isize,
-                            false,
+                            nb,
                             u.as_ptr().add(xi * cout * cin),
-                            1,
-                            cin as isize,
+                            cin,
                             v.as_ptr().add(xi * cin * nb),
-                            1,
-                            nb as isize,
-                            0.0f32,
-                            1.0f32,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
+                            nb,
                         );
                     }
                 },
