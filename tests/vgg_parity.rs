@@ -153,9 +153,9 @@ fn input_gradient_matches_finite_differences() {
 }
 
 /// bf16 products (where the CPU has AVX-512 BF16) stay near f32. Measured here: features 1.4%
-/// (relu3_1) and 0.8% (relu4_1) off in relative L2, the input gradient 13.5% (the rounding of
-/// Winograd F(4x4, 3x3)'s transformed operands is amplified by its output transform, and the
-/// gradient passes through every layer). The bounds catch a broken kernel (errors near 100%).
+/// (relu3_1) and 0.8% (relu4_1) off in relative L2, the input gradient 13.5% (not traced to
+/// its source; presumably F(4x4, 3x3)'s output transform amplifying the operands' rounding
+/// through every layer). The bounds catch a broken kernel (errors near 100%).
 #[test]
 fn bf16_products_stay_close_to_f32() {
     use mrfsynth::vgg::Precision;

@@ -173,10 +173,7 @@ impl CustomOp2 for CpuPoolBackward {
         let (x, g) = (contiguous_f32(s1, l1, op)?, contiguous_f32(s2, l2, op)?);
         let pooling = self.0;
         let fill = |p: usize, dst: &mut [std::mem::MaybeUninit<f32>]| {
-            // Rows and columns that floor pooling dropped get no gradient.
-            dst.fill(std::mem::MaybeUninit::new(0.0));
-            // SAFETY: every value was just written.
-            let dst = unsafe { crate::cpu_ops::assume_init(dst) };
+            let zero = std::mem::MaybeUninit::new(0f32);
             let xp = &x[p * h * w..(p + 1) * h * w];
             let gp = &g[p * ho * wo..(p + 1) * ho * wo];
             crate::simd::wide(
@@ -208,12 +205,17 @@ impl CustomOp2 for CpuPoolBackward {
                                     )
                                 }
                             };
-                            top[2 * ox] = ga;
-                            top[2 * ox + 1] = gb;
-                            bottom[2 * ox] = gc;
-                            bottom[2 * ox + 1] = gd;
+                            top[2 * ox].write(ga);
+                            top[2 * ox + 1].write(gb);
+                            bottom[2 * ox].write(gc);
+                            bottom[2 * ox + 1].write(gd);
                         }
+                        // A column that floor pooling dropped gets no gradient.
+                        top[2 * wo..].fill(zero);
+                        bottom[2 * wo..].fill(zero);
                     }
+                    // Nor does a dropped row.
+                    dst[2 * ho * w..].fill(zero);
                 },
             );
         };

@@ -4,8 +4,8 @@
 //! elementwise products, so the convolution becomes (m+2)^2 matrix products of (out x in) by
 //! (in x blocks): 2.25 (m = 2) or 4 (m = 4) times fewer multiply-adds than the direct method.
 //! The transforms run over whole block rows, one lane per block, so they vectorise and stay
-//! cheap next to the products from 64 channels up; VGG19's first layer (3 input channels) stays
-//! direct.
+//! cheap next to the products from 64 channels up; VGG19's first layer (3 input channels) and
+//! its gradient use other kernels (`conv.rs` chooses).
 //!
 //! Works on the same kind of zero-padded buffer as the direct kernel; bias and ReLU are fused
 //! into the output transform.
@@ -19,7 +19,8 @@ use super::conv::SendPtr;
 use crate::bf16_gemm::{self, PackedA};
 use crate::simd;
 
-/// Layers with fewer input or output channels stay direct (VGG19's first, with 3 inputs).
+/// Layers with fewer input or output channels use another kernel (VGG19's first, with 3
+/// inputs, and its gradient, with 3 outputs).
 pub const MIN_CHANNELS: usize = 64;
 
 /// The block size of a Winograd convolution.
@@ -27,8 +28,8 @@ pub const MIN_CHANNELS: usize = 64;
 pub enum Tile {
     /// F(2x2, 3x3): 16 products per 4 outputs, transforms with coefficients 0 and +-1.
     F2,
-    /// F(4x4, 3x3): 36 products per 16 outputs; coefficients up to 8 (still exact to about
-    /// 1e-6 relative in f32 for VGG's activations).
+    /// F(4x4, 3x3): 36 products per 16 outputs; coefficients up to 8, so it rounds more than
+    /// F2 (in the conv tests a shifted input's outputs differ by up to 2e-5 of the largest).
     F4,
 }
 
