@@ -41,7 +41,15 @@ fn tile(img: &RgbImageF32, size: u32) -> RgbImageF32 {
 /// 50/50 blend of the tiled sample and the seeded initial noise.
 fn query_image(style_img: &RgbImageF32, size: u32) -> anyhow::Result<RgbImageF32> {
     let tiled = tile(style_img, size);
-    let noise = init::initial_image(&Init::Noise, &Task::Texture, style_img, size, size, 1)?;
+    let noise = init::initial_image(
+        &Init::Noise,
+        &Task::Texture,
+        style_img,
+        [0.0; 3],
+        size,
+        size,
+        1,
+    )?;
     let data = tiled
         .data
         .iter()

@@ -81,7 +81,15 @@ fn main() -> anyhow::Result<()> {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let priors: Vec<Box<dyn FeatureLoss>> = vec![Box::new(MrfPrior { layers })];
         let mut obj = Objective::new(&vgg, priors, params.tv_weight, size as usize, size as usize);
-        let x = init::initial_image(&params.init, &Task::Texture, &style_img, size, size, 0)?;
+        let x = init::initial_image(
+            &params.init,
+            &Task::Texture,
+            &style_img,
+            vgg.input_mean_rgb(),
+            size,
+            size,
+            0,
+        )?;
         let mut g = vec![0f32; x.data.len()];
         obj.evaluate(&x.data, &mut g)?; // warm-up
         obj.timing = Default::default();

@@ -197,7 +197,8 @@ fn tile(img: &RgbImageF32, size: u32) -> RgbImageF32 {
 /// What the MRF prior sees early in a run: the sample blended 50/50 with the initial noise.
 fn blend_with_noise(img: &RgbImageF32, size: u32) -> RgbImageF32 {
     let tiled = tile(img, size);
-    let noise = init::initial_image(&Init::Noise, &Task::Texture, img, size, size, 11).unwrap();
+    let noise =
+        init::initial_image(&Init::Noise, &Task::Texture, img, [0.0; 3], size, size, 11).unwrap();
     let data = tiled
         .data
         .iter()

@@ -222,6 +222,8 @@ fn every_metric_is_described() {
         copy_crops: vec![],
         content_distance: None,
         color_histogram_distance: 0.0,
+        periodicity: 0.0,
+        sample_periodicity: 0.0,
     })
     .unwrap();
     for (k, _) in m.as_object().unwrap() {

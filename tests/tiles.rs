@@ -6,7 +6,7 @@ mod common;
 use candle_core::Device;
 use mrfsynth::image_io::{load_rgb, LoadLimits, RgbImageF32};
 use mrfsynth::metrics::{self, MetricsOptions};
-use mrfsynth::synth::{self, tiles, Params, Silent, Task};
+use mrfsynth::synth::{self, tiles, Init, Params, Silent, Task};
 use mrfsynth::vgg::{Pooling, Vgg19};
 
 /// Mean |difference| between horizontal and vertical neighbours, per column pair (x-1, x) and
@@ -48,6 +48,10 @@ fn tiled_output_shows_no_seams_and_keeps_its_quality() {
             iterations: 15,
             seed: 5,
             tile,
+            // One level, so the tiled level starts from the start image: from the default flat
+            // grey each tile would grow its layout from its own corners (in a real run the
+            // coarse levels are made whole first and the tiles start from their result).
+            init: Init::Noise,
             ..Params::default()
         };
         synth::run(

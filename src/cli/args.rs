@@ -105,9 +105,12 @@ pub struct SynthArgs {
     /// Patch size (in feature pixels).
     #[arg(long, default_value_t = 3)]
     pub patch_size: usize,
-    /// Patch stride, for style and synthesis patches.
-    #[arg(long, default_value_t = 2)]
-    pub stride: usize,
+    /// Stride of the synthesis patches, and of the style patches unless --style-stride is given (default 2).
+    #[arg(long, value_name = "N")]
+    pub stride: Option<usize>,
+    /// Stride at which style patches are cut (default: the preset's; 1 gives 4x the patches of 2).
+    #[arg(long, value_name = "N")]
+    pub style_stride: Option<usize>,
     /// Total-variation weight.
     #[arg(long, default_value_t = 1e-3)]
     pub tv_weight: f64,
@@ -122,9 +125,34 @@ pub struct SynthArgs {
     pub style_scale: f32,
     #[arg(long, value_enum, default_value_t = OptimizerArg::Lbfgs)]
     pub optimizer: OptimizerArg,
-    /// L-BFGS history length.
-    #[arg(long, default_value_t = 100)]
-    pub history: usize,
+    /// A named set of defaults: default (ours), or cnnmrf (the original CNNMRF code's choices:
+    /// flat mean-grey start, L-BFGS history 25 without line search, averaged target maps, grids
+    /// with the last row and column, no mirror padding, every pyramid level). Flags given
+    /// explicitly override the preset.
+    #[arg(long, default_value = "default", value_name = "default|cnnmrf")]
+    pub preset: String,
+    /// L-BFGS history length (default 100; cnnmrf preset 25).
+    #[arg(long)]
+    pub history: Option<usize>,
+    /// L-BFGS step length: wolfe (strong-Wolfe line search) or none (fixed step 1, as CNNMRF).
+    #[arg(long, value_name = "wolfe|none")]
+    pub line_search: Option<String>,
+    /// L-BFGS first step: at most PX grey levels on any pixel, or `torch` (min(1, 1/|g|_1), as CNNMRF).
+    #[arg(long, value_name = "PX|torch")]
+    pub first_step: Option<String>,
+    /// MRF gradient: average (matched patches averaged over their overlaps into a target map,
+    /// gradient w (F - T), as CNNMRF's code) or sum (sum of patch residuals / (k/stride)^2).
+    #[arg(long, value_name = "average|sum")]
+    pub mrf_gradient: Option<String>,
+    /// MRF patch grids: stride (every stride-th start) or full (plus the last row and column, as CNNMRF).
+    #[arg(long, value_name = "stride|full")]
+    pub patch_grid: Option<String>,
+    /// Padding of the style image before its features are taken: mirror (cropped back after) or zero (as CNNMRF).
+    #[arg(long, value_name = "mirror|zero")]
+    pub style_padding: Option<String>,
+    /// Skip coarse levels whose style gives fewer patches than N at an MRF layer (0: keep all).
+    #[arg(long, value_name = "N")]
+    pub min_style_patches: Option<usize>,
     /// Pooling in the network.
     #[arg(long, value_enum, default_value_t = PoolArg::Max)]
     pub pool: PoolArg,
@@ -179,9 +207,9 @@ pub struct TextureArgs {
     /// Output size WxH (or one number for a square). Default: 384 on the long side, the sample's aspect.
     #[arg(long, value_name = "WxH")]
     pub size: Option<String>,
-    /// Start from: noise, or an image file.
-    #[arg(long, default_value = "noise", value_name = "noise|FILE")]
-    pub init: String,
+    /// Start from: noise (around the sample's mean colour), mean (flat mean grey, as CNNMRF), or an image file. Default: the preset's.
+    #[arg(long, value_name = "noise|mean|FILE")]
+    pub init: Option<String>,
     #[command(flatten)]
     pub out: OutputArgs,
     #[command(flatten)]
@@ -213,8 +241,12 @@ pub struct TransferArgs {
     /// Content layer.
     #[arg(long, default_value = "relu4_2")]
     pub content_layer: String,
-    /// Start from: content, noise, or an image file.
-    #[arg(long, default_value = "content", value_name = "content|noise|FILE")]
+    /// Start from: content, noise, mean (flat grey), or an image file.
+    #[arg(
+        long,
+        default_value = "content",
+        value_name = "content|noise|mean|FILE"
+    )]
     pub init: String,
     #[command(flatten)]
     pub out: OutputArgs,

@@ -199,11 +199,9 @@ fn compare_one(
         let mut params = params_from(&a.synth, w, h)?;
         params.prior = prior;
         params.content_weight = content_weight;
-        params.init = if content.is_some() {
-            Init::Content
-        } else {
-            Init::Noise
-        };
+        if content.is_some() {
+            params.init = Init::Content;
+        }
         params
             .validate()
             .map_err(|e| CliError::usage(format!("{e:#}")))?;

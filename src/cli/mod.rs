@@ -12,7 +12,7 @@ use candle_core::Device;
 use mrfsynth::device::{DeviceError, DeviceSpec};
 use mrfsynth::image_io::{self, LoadLimits, RgbImageF32};
 use mrfsynth::synth::{
-    self, Init, OptimizerKind, Params, PriorKind, SynthResult, Task, GRAM_CONTENT_WEIGHT,
+    self, Init, OptimizerKind, Params, Preset, PriorKind, SynthResult, Task, GRAM_CONTENT_WEIGHT,
 };
 use mrfsynth::vgg::{LayerId, Pooling, Precision, Vgg19};
 use mrfsynth::weights::{self, VggWeights, WeightsError, WeightsSource};
@@ -192,6 +192,38 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
         .unwrap_or("mrf")
         .parse()
         .map_err(|e: String| CliError::usage(format!("--prior: {e}")))?;
+    let preset: Preset = a
+        .preset
+        .parse()
+        .map_err(|e: String| CliError::usage(format!("--preset: {e}")))?;
+    let base = Params::preset(preset);
+    let choice = |flag: &str, value: &Option<String>, names: [&str; 2]| match value.as_deref() {
+        None => Ok(None),
+        Some(v) if v == names[0] => Ok(Some(true)),
+        Some(v) if v == names[1] => Ok(Some(false)),
+        Some(v) => Err(CliError::usage(format!(
+            "{flag} {v}: expected {} or {}",
+            names[0], names[1]
+        ))),
+    };
+    let first_step_px = match a.first_step.as_deref() {
+        None => base.first_step_px,
+        Some("torch") => None,
+        Some(v) => match v.parse::<f32>() {
+            Ok(px) if px.is_finite() && px > 0.0 => Some(px),
+            _ => {
+                return Err(CliError::usage(format!(
+                    "--first-step {v}: expected a number of grey levels > 0, or torch"
+                )))
+            }
+        },
+    };
+    let mrf_gradient = match &a.mrf_gradient {
+        None => base.mrf_gradient,
+        Some(v) => v
+            .parse()
+            .map_err(|e: String| CliError::usage(format!("--mrf-gradient: {e}")))?,
+    };
     let p = Params {
         prior,
         gram_layers: layers(&a.gram_layers, "--gram-layers")?,
@@ -203,7 +235,8 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
         iterations: a.iterations,
         mrf_layers: layers(&a.mrf_layers, "--mrf-layers")?,
         patch_size: a.patch_size,
-        stride: a.stride,
+        stride: a.stride.unwrap_or(base.stride),
+        style_stride: a.style_stride.or(a.stride).unwrap_or(base.style_stride),
         mrf_weight: a.mrf_weight,
         tv_weight: a.tv_weight,
         rotations: a.rotations,
@@ -213,7 +246,16 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
             OptimizerArg::Lbfgs => OptimizerKind::Lbfgs,
             OptimizerArg::Adam => OptimizerKind::Adam,
         },
-        history: a.history,
+        history: a.history.unwrap_or(base.history),
+        line_search: choice("--line-search", &a.line_search, ["wolfe", "none"])?
+            .unwrap_or(base.line_search),
+        first_step_px,
+        mrf_gradient,
+        full_grid: choice("--patch-grid", &a.patch_grid, ["full", "stride"])?
+            .unwrap_or(base.full_grid),
+        mirror_style: choice("--style-padding", &a.style_padding, ["mirror", "zero"])?
+            .unwrap_or(base.mirror_style),
+        min_style_patches: a.min_style_patches.unwrap_or(base.min_style_patches),
         seed: a.seed,
         tileable: a.tileable,
         matcher: a
@@ -231,7 +273,7 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
                 CliError::usage(format!("--max-memory {m}: expected a size like 8G or 512M"))
             })?),
         },
-        ..Params::default()
+        ..base
     };
     Ok(p)
 }
@@ -268,6 +310,7 @@ fn parse_size(s: &str) -> Result<(u32, u32), CliError> {
 fn parse_init(s: &str, allow_content: bool) -> Result<Init, CliError> {
     match s {
         "noise" => Ok(Init::Noise),
+        "mean" => Ok(Init::Mean),
         "content" if allow_content => Ok(Init::Content),
         "content" => Err(CliError::usage(
             "--init content needs a content image (use `transfer`)",
@@ -317,7 +360,9 @@ fn texture(
         None => image_io::dims_for_long_side(styles[0].width, styles[0].height, 384),
     };
     let mut params = params_from(&a.synth, w, h)?;
-    params.init = parse_init(&a.init, false)?;
+    if let Some(init) = &a.init {
+        params.init = parse_init(init, false)?;
+    }
     params.guides = guides_from(&a.synth, styles.len())?;
     params.validate().map_err(|e| CliError::usage(chain(&e)))?;
     let (weights, vgg) = synth_network(&a.synth, weights_path, &progress)?;
@@ -512,6 +557,7 @@ pub(crate) fn sidecar_json(
         "precision": result.precision,
         "estimated_peak_bytes": result.estimated_peak_bytes,
         "notes": result.notes,
+        "copy_score": result.copy_score,
         "levels": result.levels,
     })
 }

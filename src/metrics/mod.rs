@@ -17,6 +17,7 @@
 pub mod color;
 pub mod copy;
 pub mod fft;
+pub mod lattice;
 pub mod patches;
 pub mod swd;
 
@@ -97,6 +98,11 @@ pub struct Metrics {
     pub content_distance: Option<f64>,
     /// Mean over R, G, B of the EMD between 32-bin histograms, 0..1.
     pub color_histogram_distance: f64,
+    /// Strongest repetition of the image at a shift of 8 px or more (normalised luminance
+    /// autocorrelation, 0..1), and the same for the sample: an output well above its sample is
+    /// laid out as a lattice.
+    pub periodicity: f64,
+    pub sample_periodicity: f64,
 }
 
 /// (metric name, one-line meaning) for the CLI and the README.
@@ -112,6 +118,8 @@ pub fn describe() -> &'static [(&'static str, &'static str)] {
         ("copy_score_max", "the largest crop correlation: the most copied region of the output; 1 = some crop is verbatim"),
         ("content_distance", "relu4_2 mean squared feature difference to the content image (style transfer only); lower = closer to the content"),
         ("color_histogram_distance", "mean over R,G,B of the earth mover's distance between 32-bin histograms, in units of the 0..255 range (0..1); lower is better"),
+        ("periodicity", "strongest normalised autocorrelation of the luminance at a shift of 8 px or more (0..1); well above sample_periodicity = laid out as a lattice"),
+        ("sample_periodicity", "the same for the sample"),
     ]
 }
 
@@ -287,5 +295,7 @@ pub fn compute_with(
         copy_crops: copy.crops,
         content_distance,
         color_histogram_distance: color::color_histogram_distance(image, style),
+        periodicity: lattice::periodicity(image),
+        sample_periodicity: lattice::periodicity(style),
     })
 }

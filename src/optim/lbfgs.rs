@@ -14,7 +14,8 @@
 //! satisfying the strong Wolfe conditions and refines it by safeguarded cubic
 //! interpolation (Nocedal & Wright, Algorithms 3.5 and 3.6).
 //! [`LineSearch::None`] takes fixed steps: `min(1, 1/|g|₁) * lr` on the first
-//! iteration, `lr` after that.
+//! iteration, `lr` after that, and returns the last iterate (the line search returns the
+//! best point seen).
 
 use std::collections::VecDeque;
 
@@ -99,6 +100,9 @@ impl Lbfgs {
 /// The stored correction pairs, oldest first.
 struct Memory {
     capacity: usize,
+    /// Keep every pair with `s·y > 1e-10`, as Torch's lbfgs (fixed steps); else also require
+    /// `s·y` to be clearly positive relative to the vectors' sizes.
+    torch_rule: bool,
     s: VecDeque<Vec<f32>>,
     y: VecDeque<Vec<f32>>,
     rho: VecDeque<f64>,
@@ -110,9 +114,10 @@ struct Memory {
 }
 
 impl Memory {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, torch_rule: bool) -> Self {
         Memory {
             capacity,
+            torch_rule,
             s: VecDeque::new(),
             y: VecDeque::new(),
             rho: VecDeque::new(),
@@ -146,7 +151,8 @@ impl Memory {
         let yy = dot(&y, &y);
         let ss = dot(&s, &s);
         // Require clearly positive curvature, relative to the vectors' sizes.
-        let keep = ys.is_finite() && ys > 1e-10 && ys > 1e-8 * (ss * yy).sqrt();
+        let keep =
+            ys.is_finite() && ys > 1e-10 && (self.torch_rule || ys > 1e-8 * (ss * yy).sqrt());
         if !keep || self.capacity == 0 {
             self.spare = Some((s, y));
             return false;
@@ -409,7 +415,7 @@ impl Optimizer for Lbfgs {
         } else {
             (Vec::new(), Vec::new())
         };
-        let mut memory = Memory::new(self.history);
+        let mut memory = Memory::new(self.history, !wolfe);
         // True while the memory holds no curvature information from this run
         // segment: use the cautious first step.
         let mut fresh = true;
@@ -484,7 +490,9 @@ impl Optimizer for Lbfgs {
                 }
             }
 
-            if memory.push(step, &d, &g_new, &g) {
+            // With fixed steps only the very first step is the cautious one (as Torch's lbfgs);
+            // the line search keeps it until curvature is known.
+            if memory.push(step, &d, &g_new, &g) || !wolfe {
                 fresh = false;
             }
             std::mem::swap(&mut g, &mut g_new);
@@ -514,7 +522,13 @@ impl Optimizer for Lbfgs {
                 break StopReason::ChangeTolerance;
             }
         };
-        Ok(tr.finish(x, reason))
+        if wolfe || reason == StopReason::NonFinite {
+            Ok(tr.finish(x, reason))
+        } else {
+            // Fixed steps may raise the loss on the way (the patches are re-matched at every
+            // step): keep where the run ended, as CNNMRF's mylbfgs does.
+            Ok(tr.finish_last(x, loss, reason))
+        }
     }
 }
 

@@ -184,12 +184,23 @@ impl<'a> Tracker<'a> {
     }
 
     /// Builds the result; `current` is returned when nothing finite was seen.
-    pub fn finish(self, current: Vec<f32>, reason: StopReason) -> OptimResult {
+    pub fn finish(mut self, current: Vec<f32>, reason: StopReason) -> OptimResult {
         let (x, loss) = if self.best_x.is_empty() {
             (current, f32::NAN)
         } else {
-            (self.best_x, self.best_loss)
+            (std::mem::take(&mut self.best_x), self.best_loss)
         };
+        self.result(x, loss, reason)
+    }
+
+    /// Builds the result around the last iterate `x` (loss `loss`), not the best one seen: for
+    /// fixed-step methods, whose objective (re-matched patches) is not one function over the
+    /// run, as Torch's optimisers do.
+    pub fn finish_last(self, x: Vec<f32>, loss: f32, reason: StopReason) -> OptimResult {
+        self.result(x, loss, reason)
+    }
+
+    fn result(self, x: Vec<f32>, loss: f32, reason: StopReason) -> OptimResult {
         OptimResult {
             x,
             loss,

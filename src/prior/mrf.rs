@@ -1,22 +1,49 @@
 //! The MRF prior (Li & Wand 2016): every synthesis patch is pulled toward its nearest style patch.
 //!
-//! Per layer, with queries Q_n (k x k patches of the image being made, at `stride`) and the style
-//! bank P, the match j(n) maximises the cosine between Q_n and P_j (re-matched at every
-//! evaluation), and the energy is
+//! Per layer, with queries Q_n (k x k patches of the image being made, on a grid at `stride`) and
+//! the style bank P, the match j(n) maximises the cosine between Q_n and P_j (re-matched at every
+//! evaluation). Two ways to turn the matches into a gradient ([`MrfGradient`]):
 //!
-//!   E = w / (2c) * sum_n |Q_n - P_j(n)|^2,   c = (k / stride)^2,
-//!
-//! whose gradient is w/c times the sum of (Q_n - P_j(n)) over the patches covering a position.
-//! Dividing by the mean coverage c gives CNNMRF's gradient scale (it averages over overlaps).
+//! - `Average` (CNNMRF's code, `MRFMM:updateGradInput`): the matched patches are pasted onto a
+//!   target map T, averaged where they overlap, and the gradient is w (F - T) wherever a patch
+//!   lies: E = w/2 |F - T|^2 with T held fixed. Every covered position is pulled with the same
+//!   strength, however many patches overlap it.
+//! - `Sum` (the paper's energy): E = w / (2c) * sum_n |Q_n - P_j(n)|^2, c = (k / stride)^2, whose
+//!   gradient at a position is w/c times the sum of (Q_n - P_j(n)) over the patches covering it:
+//!   positions covered by more patches are pulled harder (a stride-periodic weighting).
 
 use std::collections::BTreeMap;
 
 use candle_core::{Result, Tensor};
 
-use super::patches::{fold, fold_wrapped, residual_fold, unfold, unfold_wrapped};
+use super::patches::{fold_grid, fold_overhang, paste_matches, unfold_grid, wrap_pad, Grid};
 use super::{feature, sum_sq_f64, FeatureLoss, Term};
 use crate::matcher::PatchMatcher;
 use crate::vgg::LayerId;
+
+/// How matched patches become the MRF gradient (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MrfGradient {
+    /// w (F - T), T the matched patches averaged over their overlaps (CNNMRF's code).
+    #[default]
+    Average,
+    /// The sum of (Q_n - P_j(n)) over the covering patches, divided by (k / stride)^2.
+    Sum,
+}
+
+impl std::str::FromStr for MrfGradient {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "average" => Ok(MrfGradient::Average),
+            "sum" => Ok(MrfGradient::Sum),
+            _ => Err(format!(
+                "unknown MRF gradient '{s}' (expected average or sum)"
+            )),
+        }
+    }
+}
 
 /// How the last evaluation matched, for progress and metrics.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -34,6 +61,9 @@ pub struct MrfLayer {
     pub weight: f64,
     pub patch: usize,
     pub stride: usize,
+    /// Patch grids also take the last row and column of starts (CNNMRF's `flag_all`).
+    pub full_grid: bool,
+    pub gradient: MrfGradient,
     /// The image being made wraps around (seamless tiles): patches cross its edges.
     pub wrap: bool,
     /// Guide channels of the image being made at this layer ([3, H, W], scaled as the bank's).
@@ -60,6 +90,8 @@ impl MrfLayer {
             weight,
             patch,
             stride,
+            full_grid: false,
+            gradient: MrfGradient::Sum,
             wrap: false,
             style_ends: Vec::new(),
             guide: None,
@@ -82,40 +114,52 @@ impl MrfLayer {
             None => f,
         };
         let channels = f.dim(0)?;
-        let queries = if self.wrap {
-            unfold_wrapped(&f, self.patch, self.stride)?
+        let k = self.patch;
+        // The map patches are cut from: a wrapped image continues across its right and bottom
+        // edges, and its strided grid already covers every position.
+        let map = if self.wrap {
+            wrap_pad(&f, k - 1)?
         } else {
-            unfold(&f, self.patch, self.stride)?
+            f.clone()
         };
+        let (_, hb, wb) = map.dims3()?;
+        let grid = Grid::new(hb, wb, k, self.stride, self.full_grid && !self.wrap);
+        let queries = unfold_grid(&map, k, self.stride, &grid)?;
         let matches = self.matcher.best(&queries)?;
-        let coverage = (self.patch as f64 / self.stride as f64).powi(2);
-        let scale = self.weight / coverage;
-        let (grad, sum_sq) = match residual_fold(
-            &f,
-            &self.bank,
-            &matches.index,
-            self.patch,
-            self.stride,
-            self.wrap,
-            scale,
-        )? {
+        let (sums, sum_sq) = match paste_matches(&map, &self.bank, &matches.index, k, &grid)? {
             Some(r) => r,
             None => {
                 let targets = self.bank.index_select(&matches.index, 0)?;
-                let diff = (queries - targets)?;
-                let fold_fn = if self.wrap { fold_wrapped } else { fold };
-                let grad = fold_fn(
-                    &diff.affine(scale, 0.0)?,
-                    channels,
-                    h,
-                    w,
-                    self.patch,
-                    self.stride,
-                )?;
-                (grad, sum_sq_f64(&diff)?)
+                let sum_sq = sum_sq_f64(&(&queries - &targets)?)?;
+                let sums = fold_grid(&targets, channels, hb, wb, k, self.stride, &grid)?;
+                (sums, sum_sq)
             }
         };
-        let loss = 0.5 * scale * sum_sq;
+        let cover = Tensor::from_vec(grid.coverage(hb, wb, k), (1, hb, wb), f.device())?;
+        let (sums, cover) = if self.wrap {
+            (
+                fold_overhang(&sums, h, w, k)?,
+                fold_overhang(&cover, h, w, k)?,
+            )
+        } else {
+            (sums, cover)
+        };
+        let (loss, grad) = match self.gradient {
+            MrfGradient::Sum => {
+                let scale = self.weight / (k as f64 / self.stride as f64).powi(2);
+                let grad = (f.broadcast_mul(&cover)? - sums)?.affine(scale, 0.0)?;
+                (0.5 * scale * sum_sq, grad)
+            }
+            MrfGradient::Average => {
+                let covered = cover.clamp(0f32, 1f32)?;
+                let target = sums.broadcast_div(&cover.clamp(1f32, f32::MAX)?)?;
+                let r = (f - target)?.broadcast_mul(&covered)?;
+                (
+                    0.5 * self.weight * sum_sq_f64(&r)?,
+                    r.affine(self.weight, 0.0)?,
+                )
+            }
+        };
         // Guide channels are constants: only the features' part of the gradient flows back.
         let grad = if channels > c {
             grad.narrow(0, 0, c)?
@@ -191,9 +235,12 @@ impl FeatureLoss for MrfPrior {
 mod tests {
     use super::*;
     use crate::matcher::ExactMatcher;
+    use crate::prior::patches::unfold;
     use candle_core::Device;
 
-    /// With matches fixed (small steps), the closed-form gradient agrees with finite differences.
+    /// With matches fixed (small steps), the closed-form gradient agrees with finite differences,
+    /// for both gradient forms, on the strided and the full grid (a 7x8 map: the stride-2 grid
+    /// leaves its last column uncovered, the full grid covers it), wrapped and not.
     #[test]
     fn gradient_matches_finite_differences() -> Result<()> {
         let dev = Device::Cpu;
@@ -213,18 +260,39 @@ mod tests {
         let style = Tensor::from_vec(pseudo(4 * 9 * 9, 1), (4, 9, 9), &dev)?;
         let bank = unfold(&style, 3, 2)?;
         let layer: LayerId = "relu3_1".parse().unwrap();
-        let make = || -> Result<MrfLayer> {
-            Ok(MrfLayer::new(
-                layer,
-                bank.clone(),
-                Box::new(ExactMatcher::new(&bank, 1 << 20)?),
-                0.7,
-                3,
-                2,
-            ))
-        };
-        let mut mrf = make()?;
         let noise = Tensor::from_vec(pseudo(4 * 7 * 8, 2), (1, 4, 7, 8), &dev)?;
+        for gradient in [MrfGradient::Average, MrfGradient::Sum] {
+            for (full_grid, wrap) in [(false, false), (true, false), (false, true)] {
+                let make = || -> Result<MrfLayer> {
+                    let mut l = MrfLayer::new(
+                        layer,
+                        bank.clone(),
+                        Box::new(ExactMatcher::new(&bank, 1 << 20)?),
+                        0.7,
+                        3,
+                        2,
+                    );
+                    l.gradient = gradient;
+                    l.full_grid = full_grid;
+                    l.wrap = wrap;
+                    Ok(l)
+                };
+                let checked = check_against_differences(&make, &style, &noise)?;
+                assert!(checked > 10, "{gradient:?} full {full_grid} wrap {wrap}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares the layer's gradient with central differences at every 11th value; returns how
+    /// many values it checked.
+    fn check_against_differences(
+        make: &dyn Fn() -> Result<MrfLayer>,
+        style: &Tensor,
+        noise: &Tensor,
+    ) -> Result<usize> {
+        let dev = Device::Cpu;
+        let mut mrf = make()?;
         let x =
             (style.narrow(1, 0, 7)?.narrow(2, 0, 8)?.unsqueeze(0)? + noise.affine(0.2, -0.1)?)?;
         let (_, g) = mrf.loss_and_grad(&x)?;
@@ -248,7 +316,13 @@ mod tests {
             );
             checked += 1;
         }
-        assert!(checked > 10);
-        Ok(())
+        // The full grid reaches the last column, which the strided grid leaves to nothing.
+        let last_col = (0..4 * 7).map(|r| g[r * 8 + 7].abs()).fold(0f32, f32::max);
+        assert_eq!(
+            last_col > 0.0,
+            mrf.full_grid || mrf.wrap,
+            "last column gradient {last_col}"
+        );
+        Ok(checked)
     }
 }

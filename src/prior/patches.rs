@@ -17,6 +17,84 @@ pub fn positions(n: usize, k: usize, stride: usize) -> usize {
     }
 }
 
+/// Where patches start on a map: rows `ys` and columns `xs` (row-major over both).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grid {
+    pub ys: Vec<usize>,
+    pub xs: Vec<usize>,
+}
+
+impl Grid {
+    /// Every `stride`-th start from 0; with `full`, also the last start (n - k) where the stride
+    /// steps over it (CNNMRF's `computegrid(.., flag_all = 1)`), so that the last rows and
+    /// columns of the map are covered too.
+    pub fn new(h: usize, w: usize, k: usize, stride: usize, full: bool) -> Grid {
+        Grid {
+            ys: Self::axis(h, k, stride, full),
+            xs: Self::axis(w, k, stride, full),
+        }
+    }
+
+    fn axis(n: usize, k: usize, stride: usize, full: bool) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..positions(n, k, stride)).map(|i| i * stride).collect();
+        if full && n >= k && v.last() != Some(&(n - k)) {
+            v.push(n - k);
+        }
+        v
+    }
+
+    /// Number of patches.
+    pub fn len(&self) -> usize {
+        self.ys.len() * self.xs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether every patch lies inside an `h` x `w` map.
+    fn fits(&self, h: usize, w: usize, k: usize) -> bool {
+        self.ys.iter().all(|&y| y + k <= h) && self.xs.iter().all(|&x| x + k <= w)
+    }
+
+    /// Top-left corner of patch `n`.
+    fn corner(&self, n: usize) -> (usize, usize) {
+        let pw = self.xs.len();
+        (self.ys[n / pw], self.xs[n % pw])
+    }
+
+    /// Whether this is the plain strided grid (the one `unfold` and `fold` use).
+    fn is_strided(&self, h: usize, w: usize, k: usize, stride: usize) -> bool {
+        *self == Grid::new(h, w, k, stride, false)
+    }
+
+    /// Row of each patch in the stride-1 grid of a map `w` wide.
+    fn dense_rows(&self, w: usize, k: usize) -> Vec<u32> {
+        let pw1 = positions(w, k, 1);
+        (0..self.len())
+            .map(|n| {
+                let (y, x) = self.corner(n);
+                (y * pw1 + x) as u32
+            })
+            .collect()
+    }
+
+    /// How many patches cover each position of an `h` x `w` map [h*w].
+    pub fn coverage(&self, h: usize, w: usize, k: usize) -> Vec<f32> {
+        let mut cnt = vec![0f32; h * w];
+        for &y in &self.ys {
+            for &x in &self.xs {
+                for ky in 0..k {
+                    for v in &mut cnt[(y + ky) * w + x..][..k] {
+                        *v += 1.0;
+                    }
+                }
+            }
+        }
+        cnt
+    }
+}
+
 /// Every `stride`-th element of dim `dim`, starting at 0, `count` of them.
 fn subsample(x: &Tensor, dim: usize, stride: usize, count: usize) -> Result<Tensor> {
     if stride == 1 {
@@ -65,7 +143,8 @@ pub fn unfold(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
         candle_core::bail!("feature map {h}x{w} is smaller than a {k}x{k} patch");
     }
     if x.device().is_cpu() {
-        return x.contiguous()?.apply_op1_no_bwd(&CpuUnfold { k, stride });
+        let grid = Grid::new(h, w, k, stride, false);
+        return x.contiguous()?.apply_op1_no_bwd(&CpuUnfold { k, grid });
     }
     #[cfg(feature = "cuda")]
     if x.device().is_cuda() {
@@ -93,6 +172,49 @@ fn unfold_generic(x: &Tensor, k: usize, stride: usize) -> Result<Tensor> {
         .reshape((c * k * k, ph * pw))?
         .t()?
         .contiguous()
+}
+
+/// Patches at the starts of `grid` [grid.len(), C*k*k], on any device.
+pub fn unfold_grid(x: &Tensor, k: usize, stride: usize, grid: &Grid) -> Result<Tensor> {
+    let (_, h, w) = x.dims3()?;
+    if grid.is_strided(h, w, k, stride) {
+        return unfold(x, k, stride);
+    }
+    if grid.is_empty() || !grid.fits(h, w, k) {
+        candle_core::bail!("feature map {h}x{w} does not fit the {k}x{k} patch grid");
+    }
+    if x.device().is_cpu() {
+        return x.contiguous()?.apply_op1_no_bwd(&CpuUnfold {
+            k,
+            grid: grid.clone(),
+        });
+    }
+    // Elsewhere: every stride-1 patch, then the grid's rows.
+    let rows = Tensor::from_vec(grid.dense_rows(w, k), grid.len(), x.device())?;
+    unfold(x, k, 1)?.index_select(&rows, 0)
+}
+
+/// Adjoint of [`unfold_grid`], on any device.
+pub fn fold_grid(
+    patches: &Tensor,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    grid: &Grid,
+) -> Result<Tensor> {
+    if grid.is_strided(h, w, k, stride) {
+        return fold(patches, c, h, w, k, stride);
+    }
+    let rows = Tensor::from_vec(grid.dense_rows(w, k), grid.len(), patches.device())?;
+    let dense = Tensor::zeros(
+        (positions(h, k, 1) * positions(w, k, 1), c * k * k),
+        patches.dtype(),
+        patches.device(),
+    )?
+    .index_add(&rows, &patches.contiguous()?, 0)?;
+    fold(&dense, c, h, w, k, 1)
 }
 
 /// Adjoint of `unfold`: sums patch values [N, C*k*k] back onto a [C, H, W] map.
@@ -152,7 +274,7 @@ fn fold_generic(
 }
 
 /// The map extended by its own first `n` rows and columns (circular padding at the end).
-fn wrap_pad(x: &Tensor, n: usize) -> Result<Tensor> {
+pub(crate) fn wrap_pad(x: &Tensor, n: usize) -> Result<Tensor> {
     if n == 0 {
         return Ok(x.clone());
     }
@@ -181,7 +303,7 @@ pub fn fold_wrapped(
 
 /// A map of (h + k - 1) x (w + k - 1) with its last k - 1 rows and columns added back onto its
 /// first ones: the adjoint of [`wrap_pad`].
-fn fold_overhang(big: &Tensor, h: usize, w: usize, k: usize) -> Result<Tensor> {
+pub(crate) fn fold_overhang(big: &Tensor, h: usize, w: usize, k: usize) -> Result<Tensor> {
     if k == 1 {
         return Ok(big.clone());
     }
@@ -194,51 +316,47 @@ fn fold_overhang(big: &Tensor, h: usize, w: usize, k: usize) -> Result<Tensor> {
             .pad_with_zeros(2, 0, w - (k - 1))?
 }
 
-/// The MRF residual in one pass, for a CPU map `x` [C, H, W] whose patches (`unfold` or
-/// `unfold_wrapped`) were matched to rows `index` [N] of `bank` [M, C*k*k]: returns
-/// `fold(scale * (Q - P))` and `sum |Q - P|^2`, without making the targets, the difference or
-/// the scaled copy as tensors of their own. `None` off the CPU (use the tensor ops there).
-pub fn residual_fold(
+/// Matched style patches pasted onto the map they were cut from, for a CPU map `x` [C, H, W]
+/// whose patches at `grid` were matched to rows `index` [N] of `bank` [M, C*k*k]. Returns the
+/// per-position sum of the pasted targets [C, H, W] and `sum_n |Q_n - P_j(n)|^2`, in one pass
+/// without making the targets as a tensor. `None` off the CPU (use the tensor ops there).
+pub fn paste_matches(
     x: &Tensor,
     bank: &Tensor,
     index: &Tensor,
     k: usize,
-    stride: usize,
-    wrap: bool,
-    scale: f64,
+    grid: &Grid,
 ) -> Result<Option<(Tensor, f64)>> {
     if !x.device().is_cpu() {
         return Ok(None);
     }
     let (c, h, w) = x.dims3()?;
-    let map = if wrap { wrap_pad(x, k - 1)? } else { x.clone() };
-    let (_, hb, wb) = map.dims3()?;
-    let (ph, pw) = (positions(hb, k, stride), positions(wb, k, stride));
     let d = c * k * k;
     let index: Vec<u32> = index.to_vec1()?;
-    if index.len() != ph * pw || bank.dim(1)? != d {
+    if index.len() != grid.len() || bank.dim(1)? != d || !grid.fits(h, w, k) {
         candle_core::bail!(
-            "residual: {} matches and bank {:?} for a {c}x{hb}x{wb} map",
+            "paste: {} matches, {} grid positions and bank {:?} for a {c}x{h}x{w} map",
             index.len(),
+            grid.len(),
             bank.dims()
         );
     }
     let m = bank.dim(0)?;
     if index.iter().any(|&j| j as usize >= m) {
-        candle_core::bail!("residual: match index beyond the bank of {m}");
+        candle_core::bail!("paste: match index beyond the bank of {m}");
     }
-    let map: Vec<f32> = map.flatten_all()?.to_vec1()?;
+    let map: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let bank = bank.contiguous()?;
     let (bank_storage, bank_layout) = bank.storage_and_layout();
     let bank = match &*bank_storage {
-        candle_core::Storage::Cpu(s) => contiguous_f32(s, bank_layout, "residual")?,
-        _ => candle_core::bail!("residual: the bank is not on the CPU"),
+        candle_core::Storage::Cpu(s) => contiguous_f32(s, bank_layout, "paste")?,
+        _ => candle_core::bail!("paste: the bank is not on the CPU"),
     };
     // A few channels per task: a task reads a few short runs of each matched row.
     const CHANNELS: usize = 8;
-    let plane = hb * wb;
-    let mut grad = vec![0f32; c * plane];
-    let sum_sq: f64 = grad
+    let plane = h * w;
+    let mut sums = vec![0f32; c * plane];
+    let sum_sq: f64 = sums
         .par_chunks_mut(CHANNELS * plane)
         .enumerate()
         .map(|(blk, out)| {
@@ -246,20 +364,20 @@ pub fn residual_fold(
             let nc = out.len() / plane;
             let mut acc = 0f64;
             for (n, &j) in index.iter().enumerate() {
-                let (y0, x0) = ((n / pw) * stride, (n % pw) * stride);
+                let (y0, x0) = grid.corner(n);
                 let target = &bank[j as usize * d + c0 * k * k..][..nc * k * k];
                 let mut patch_sq = 0f32;
                 for dc in 0..nc {
                     let src = &map[(c0 + dc) * plane..(c0 + dc + 1) * plane];
                     let dst = &mut out[dc * plane..(dc + 1) * plane];
                     for ky in 0..k {
-                        let at = (y0 + ky) * wb + x0;
+                        let at = (y0 + ky) * w + x0;
                         let t = &target[(dc * k + ky) * k..][..k];
                         for ((o, &q), &p) in dst[at..at + k].iter_mut().zip(&src[at..at + k]).zip(t)
                         {
                             let r = q - p;
                             patch_sq += r * r;
-                            *o += scale as f32 * r;
+                            *o += p;
                         }
                     }
                 }
@@ -268,18 +386,16 @@ pub fn residual_fold(
             acc
         })
         .sum();
-    let grad = Tensor::from_vec(grad, (c, hb, wb), x.device())?;
-    let grad = if wrap {
-        fold_overhang(&grad, h, w, k)?
-    } else {
-        grad
-    };
-    Ok(Some((grad, sum_sq)))
+    Ok(Some((
+        Tensor::from_vec(sums, (c, h, w), x.device())?,
+        sum_sq,
+    )))
 }
 
 struct CpuUnfold {
     k: usize,
-    stride: usize,
+    /// Patch starts; checked to fit the map by the caller.
+    grid: Grid,
 }
 
 impl CustomOp1 for CpuUnfold {
@@ -290,12 +406,14 @@ impl CustomOp1 for CpuUnfold {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (c, h, w) = l.shape().dims3()?;
         let x = contiguous_f32(s, l, "patches")?;
-        let (k, st) = (self.k, self.stride);
-        let (ph, pw) = (positions(h, k, st), positions(w, k, st));
+        let (k, grid) = (self.k, &self.grid);
+        if !grid.fits(h, w, k) {
+            candle_core::bail!("unfold: the patch grid does not fit a {h}x{w} map");
+        }
         let d = c * k * k;
-        let mut out = vec![0f32; ph * pw * d];
+        let mut out = vec![0f32; grid.len() * d];
         out.par_chunks_mut(d).enumerate().for_each(|(n, row)| {
-            let (y0, x0) = ((n / pw) * st, (n % pw) * st);
+            let (y0, x0) = grid.corner(n);
             for ch in 0..c {
                 for ky in 0..k {
                     let src = &x[(ch * h + y0 + ky) * w + x0..][..k];
@@ -303,7 +421,7 @@ impl CustomOp1 for CpuUnfold {
                 }
             }
         });
-        Ok((CpuStorage::F32(out), Shape::from((ph * pw, d))))
+        Ok((CpuStorage::F32(out), Shape::from((grid.len(), d))))
     }
 }
 
@@ -350,34 +468,39 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// The fused residual equals the tensor ops it replaces, plain and wrapped, with a channel
-    /// count that is not a whole number of task blocks.
+    /// The fused paste equals the tensor ops it replaces, on the strided and the full grid, with
+    /// a channel count that is not a whole number of task blocks.
     #[test]
-    fn residual_fold_equals_the_tensor_ops() -> Result<()> {
+    fn paste_matches_equals_the_tensor_ops() -> Result<()> {
         let dev = Device::Cpu;
         let (c, h, w, k, s) = (11, 9, 8, 3, 2);
         let x = Tensor::rand(-1f32, 1f32, (c, h, w), &dev)?;
         let bank = Tensor::rand(-1f32, 1f32, (7, c * k * k), &dev)?;
-        for wrap in [false, true] {
-            let q = if wrap {
-                unfold_wrapped(&x, k, s)?
-            } else {
-                unfold(&x, k, s)?
-            };
+        for full in [false, true] {
+            let grid = Grid::new(h, w, k, s, full);
+            assert_eq!(grid.xs.last(), Some(&if full { 5 } else { 4 }));
+            let q = unfold_grid(&x, k, s, &grid)?;
             let n = q.dim(0)?;
+            assert_eq!(n, grid.len());
             let index = Tensor::from_vec((0..n as u32).map(|i| (i * 5) % 7).collect(), n, &dev)?;
-            let diff = (q - bank.index_select(&index, 0)?)?;
-            let want_sq = diff.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-            let scaled = diff.affine(0.3, 0.0)?;
-            let want = if wrap {
-                fold_wrapped(&scaled, c, h, w, k, s)?
-            } else {
-                fold(&scaled, c, h, w, k, s)?
-            };
-            let (got, sq) = residual_fold(&x, &bank, &index, k, s, wrap, 0.3)?.unwrap();
+            let targets = bank.index_select(&index, 0)?;
+            let want_sq = (&q - &targets)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            let want = fold_grid(&targets, c, h, w, k, s, &grid)?;
+            let (got, sq) = paste_matches(&x, &bank, &index, k, &grid)?.unwrap();
             assert!((sq - want_sq).abs() < 1e-4 * want_sq, "{sq} vs {want_sq}");
             let err = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(err < 1e-5, "wrap {wrap}: {err}");
+            assert!(err < 1e-5, "full {full}: {err}");
+            // The any-device path (stride-1 patches, then the grid's rows) agrees with the CPU op.
+            let dense = unfold(&x, k, 1)?
+                .index_select(&Tensor::from_vec(grid.dense_rows(w, k), n, &dev)?, 0)?;
+            assert_eq!(
+                (dense - &q)?.abs()?.max_all()?.to_scalar::<f32>()?,
+                0.0,
+                "full {full}"
+            );
+            // Coverage: the full grid leaves no position out, the strided one leaves the last column.
+            let cover = grid.coverage(h, w, k);
+            assert_eq!(cover.contains(&0.0), !full);
         }
         Ok(())
     }

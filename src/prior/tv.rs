@@ -2,8 +2,9 @@
 
 use candle_core::{Result, Tensor};
 
-/// Loss and gradient of `weight * sum((dx)^2 + (dy)^2)` for `x` [1, 3, H, W]. With `wrap`, the
-/// image is treated as a torus (seamless tiles).
+/// Loss and gradient of `weight / 2 * sum((dx)^2 + (dy)^2)` for `x` [1, 3, H, W]: the gradient is
+/// `weight` times the differences, as neural-style's and CNNMRF's TVLoss modules return, so a
+/// weight means what it means there. With `wrap`, the image is treated as a torus (seamless tiles).
 pub fn tv_loss_and_grad(x: &Tensor, weight: f64, wrap: bool) -> Result<(f64, Tensor)> {
     let mut loss = 0.0;
     let mut grad = x.zeros_like()?;
@@ -17,18 +18,18 @@ pub fn tv_loss_and_grad(x: &Tensor, weight: f64, wrap: bool) -> Result<(f64, Ten
             let shifted = Tensor::cat(&[x.narrow(dim, 1, n - 1)?, x.narrow(dim, 0, 1)?], dim)?;
             let d = (shifted - x)?;
             loss += super::sum_sq_f64(&d)?;
-            // dL/dx_i = 2(d_{i-1} - d_i)
+            // dL/dx_i = w (d_{i-1} - d_i)
             let d_prev = Tensor::cat(&[d.narrow(dim, n - 1, 1)?, d.narrow(dim, 0, n - 1)?], dim)?;
-            grad = (grad + (d_prev - &d)?.affine(2.0 * weight, 0.0)?)?;
+            grad = (grad + (d_prev - &d)?.affine(weight, 0.0)?)?;
         } else {
             let d = (x.narrow(dim, 1, n - 1)? - x.narrow(dim, 0, n - 1)?)?;
             loss += super::sum_sq_f64(&d)?;
             let into_next = d.pad_with_zeros(dim, 1, 0)?; // d_{i-1} at i
             let into_self = d.pad_with_zeros(dim, 0, 1)?; // d_i at i
-            grad = (grad + (into_next - into_self)?.affine(2.0 * weight, 0.0)?)?;
+            grad = (grad + (into_next - into_self)?.affine(weight, 0.0)?)?;
         }
     }
-    Ok((weight * loss, grad))
+    Ok((0.5 * weight * loss, grad))
 }
 
 #[cfg(test)]

@@ -81,7 +81,8 @@ pub fn level_peak_bytes(
     if params.prior.uses_mrf() {
         for &l in &params.mrf_layers {
             let dim = channels(l.index()) * (params.patch_size * params.patch_size) as u64;
-            let m = patch_count(sw, sh, l, params.patch_size, params.stride) as u64 * variants;
+            let m =
+                patch_count(sw, sh, l, params.patch_size, params.style_stride) as u64 * variants;
             let n = patch_count(w, h, l, params.patch_size, params.stride) as u64;
             // raw + normalised bank, queries + targets + difference, one score block.
             banks += (2 * m + 3 * n) * dim * 4 + (params.match_budget as u64).min(n * m) * 4;

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::image_io::{resize, RgbImageF32};
 use crate::matcher::{self, ApproxMatcher, ApproxOptions, PatchMatcher};
-use crate::optim::{Adam, Control, Lbfgs, OptimResult, Optimizer, StepInfo};
+use crate::optim::{Adam, Control, Lbfgs, LineSearch, OptimResult, Optimizer, StepInfo};
 use crate::prior::gram::GramPrior;
 use crate::prior::mrf::{MrfLayer, MrfPrior, MrfStats};
 use crate::prior::{ContentLoss, FeatureLoss};
@@ -27,12 +27,10 @@ use crate::vgg::{LayerId, Vgg19};
 pub use init::Init;
 pub use objective::{Objective, Timing};
 pub use params::{
-    BankPrecision, Guides, MatcherKind, OptimizerKind, Params, PriorKind, GRAM_CONTENT_WEIGHT,
+    BankPrecision, Guides, MatcherKind, MrfGradient, OptimizerKind, Params, Preset, PriorKind,
+    GRAM_CONTENT_WEIGHT,
 };
 pub use pyramid::Level;
-
-/// Largest pixel change (0..255 units) of the optimiser's first step at each level.
-const FIRST_STEP_PX: f32 = 4.0;
 
 /// What the caller wants to hear about while a run goes on. Every method has a default.
 pub trait Observer {
@@ -85,6 +83,9 @@ pub struct SynthResult {
     pub levels: Vec<LevelReport>,
     pub interrupted: bool,
     pub notes: Vec<String>,
+    /// Textures: the copy score of the output against the (first) sample, as `metrics` computes
+    /// it (mean best NCC of 3 x 3 crops of 64 px; 1 = a verbatim copy).
+    pub copy_score: Option<f64>,
     pub seconds: f64,
     /// The estimate the run was admitted with, bytes.
     pub estimated_peak_bytes: u64,
@@ -148,7 +149,9 @@ fn check_sizes(
         let patches = params
             .mrf_layers
             .iter()
-            .map(|&l| style::patch_count(s.width, s.height, l, params.patch_size, params.stride))
+            .map(|&l| {
+                style::patch_count(s.width, s.height, l, params.patch_size, params.style_stride)
+            })
             .min()
             .unwrap_or(0);
         let need = min_side(mrf_deepest, params.patch_size);
@@ -226,8 +229,12 @@ fn level_priors<'a>(
                 maps.as_deref(),
                 weight,
                 &params.mrf_layers,
-                params.patch_size,
-                params.stride,
+                style::BankCut {
+                    patch: params.patch_size,
+                    stride: params.style_stride,
+                    full_grid: params.full_grid,
+                    mirror: params.mirror_style,
+                },
             )?;
             per_style.push(banks);
             map_scales.push(scales);
@@ -269,6 +276,8 @@ fn level_priors<'a>(
                 params.stride,
             );
             l.style_ends = ends;
+            l.full_grid = params.full_grid;
+            l.gradient = params.mrf_gradient;
             if let Some(g) = &params.guides {
                 let d = layer.downsampling();
                 let (fw, fh) = ((level.width >> d) as usize, (level.height >> d) as usize);
@@ -380,7 +389,8 @@ pub fn plan(
         } else {
             1
         },
-        params.stride,
+        params.style_stride,
+        params.min_style_patches,
         &mut notes,
     );
     let levels = if params.tileable {
@@ -451,6 +461,7 @@ pub fn run(
         &params.init,
         &task,
         &styles[0],
+        vgg.input_mean_rgb(),
         first.width,
         first.height,
         params.seed,
@@ -576,8 +587,21 @@ pub fn run(
     if let (true, Task::Transfer { content }) = (params.original_colors, &task) {
         image = crate::color::keep_luminance(&image, &resize(content, image.width, image.height));
     }
+    // Patch priors can regrow the sample itself (its corners anchor the layout): measure it,
+    // and say so when a texture copies more than it makes.
+    let copy_score = matches!(task, Task::Texture)
+        .then(|| crate::metrics::copy::copy_score(&image, &styles[0], COPY_CROP, COPY_GRID).score);
+    let mut notes = notes;
+    if let Some(c) = copy_score.filter(|&c| c > COPY_WARNING) {
+        let n = format!(
+            "the output copies regions of the sample (copy score {c:.2} > {COPY_WARNING}): try --init noise, another --seed or a larger --size"
+        );
+        observer.note(&n);
+        notes.push(n);
+    }
     Ok(SynthResult {
         image,
+        copy_score,
         levels: reports,
         interrupted,
         notes,
@@ -587,6 +611,12 @@ pub fn run(
         estimated_peak_bytes,
     })
 }
+
+/// Copy score above which a texture run warns that it regrew the sample.
+const COPY_WARNING: f64 = 0.5;
+/// Crop side and grid of that copy score (the `metrics` defaults).
+const COPY_CROP: u32 = 64;
+const COPY_GRID: usize = 3;
 
 /// Smallest tile the memory check picks: below it the overlaps dominate.
 const MIN_TILE: u32 = 256;
@@ -753,8 +783,12 @@ fn optimizer_for(params: &Params, pixels: u64) -> Box<dyn Optimizer> {
             history: memory::lbfgs_history(params.history, pixels),
             max_iter: params.iterations,
             max_evals: params.iterations * 5 / 4,
-            // First step: at most a few grey levels on any pixel, whatever the image size.
-            first_step: Some(FIRST_STEP_PX),
+            line_search: if params.line_search {
+                LineSearch::StrongWolfe
+            } else {
+                LineSearch::None
+            },
+            first_step: params.first_step_px,
             ..Lbfgs::default()
         }),
         OptimizerKind::Adam => Box::new(Adam {

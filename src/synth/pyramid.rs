@@ -12,8 +12,8 @@ pub struct Level {
     pub style_factor: f32,
 }
 
-/// Smallest number of style patches a layer must offer at a level. Fewer lay the output out as
-/// a visible lattice (a 48 px sample gives 9 relu4_1 patches).
+/// Fewest style patches an MRF layer should offer; fewer lay the output out as a visible
+/// lattice (a 48 px sample gives 9 relu4_1 patches). The default of `--min-style-patches`.
 pub const MIN_STYLE_PATCHES: usize = 36;
 
 fn scale_dim(v: u32, f: f32) -> u32 {
@@ -21,7 +21,8 @@ fn scale_dim(v: u32, f: f32) -> u32 {
 }
 
 /// Levels from coarsest to finest. Coarse levels are dropped (with a note) when the output
-/// would be too small for the deepest layer, or the style too poor in patches at any MRF layer.
+/// would be too small for the deepest layer, or the style gives fewer than `min_patches`
+/// patches at an MRF layer.
 #[allow(clippy::too_many_arguments)] // a flat list of the sizes and knobs the plan reads
 pub fn plan(
     out: (u32, u32),
@@ -32,6 +33,7 @@ pub fn plan(
     deepest: LayerId,
     patch: usize,
     stride: usize,
+    min_patches: usize,
     notes: &mut Vec<String>,
 ) -> Vec<Level> {
     let mut plan = Vec::new();
@@ -46,9 +48,9 @@ pub fn plan(
             .map(|&l| patch_count(sw, sh, l, patch, stride))
             .min()
             .unwrap_or(usize::MAX);
-        if !finest && (out_patches == 0 || style_patches < MIN_STYLE_PATCHES) {
+        if !finest && (out_patches == 0 || style_patches < min_patches.max(1)) {
             notes.push(format!(
-                "skipped pyramid level {w}x{h}: the style at {sw}x{sh} gives {style_patches} patches at its deepest MRF layer (need {MIN_STYLE_PATCHES})"
+                "skipped pyramid level {w}x{h}: the style at {sw}x{sh} gives {style_patches} patches at its deepest MRF layer (need {min_patches})"
             ));
             continue;
         }
@@ -79,6 +81,7 @@ mod tests {
             deepest,
             3,
             2,
+            MIN_STYLE_PATCHES,
             &mut notes,
         );
         assert_eq!(
@@ -95,6 +98,7 @@ mod tests {
             deepest,
             3,
             2,
+            MIN_STYLE_PATCHES,
             &mut notes,
         );
         assert_eq!(small.len(), 1, "{small:?}");

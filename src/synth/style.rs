@@ -4,7 +4,7 @@ use candle_core::{Result, Tensor};
 
 use super::augment::mirror_pad;
 use crate::image_io::{resize, RgbImageF32};
-use crate::prior::patches::{positions, unfold};
+use crate::prior::patches::{positions, unfold_grid, Grid};
 use crate::vgg::{LayerId, Vgg19};
 
 /// Mirror padding (px) around a style image before the network sees it, cropped off again in
@@ -19,7 +19,31 @@ pub fn patch_count(w: u32, h: u32, layer: LayerId, patch: usize, stride: usize) 
     positions((h >> d) as usize, patch, stride) * positions((w >> d) as usize, patch, stride)
 }
 
-/// One bank [M, C*k*k] per layer from every style variant.
+/// How style patches are cut from the sample's features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BankCut {
+    pub patch: usize,
+    pub stride: usize,
+    /// Also the last row and column of starts (see [`Grid::new`]).
+    pub full_grid: bool,
+    /// Features computed on a mirror-padded sample ([`STYLE_MARGIN`]) and cropped back, or on
+    /// the sample as it is (zero padding at its borders, as CNNMRF).
+    pub mirror: bool,
+}
+
+impl BankCut {
+    /// Strided grid, mirror-padded features.
+    pub fn strided(patch: usize, stride: usize) -> Self {
+        BankCut {
+            patch,
+            stride,
+            full_grid: false,
+            mirror: true,
+        }
+    }
+}
+
+/// One bank [M, C*k*k] per layer from every style variant (strided grid, mirror-padded).
 pub fn mrf_banks(
     vgg: &Vgg19,
     variants: &[RgbImageF32],
@@ -27,7 +51,15 @@ pub fn mrf_banks(
     patch: usize,
     stride: usize,
 ) -> Result<Vec<Tensor>> {
-    Ok(guided_mrf_banks(vgg, variants, None, 0.0, layers, patch, stride)?.0)
+    Ok(guided_mrf_banks(
+        vgg,
+        variants,
+        None,
+        0.0,
+        layers,
+        BankCut::strided(patch, stride),
+    )?
+    .0)
 }
 
 /// A guide map at a layer's resolution as extra channels [3, h, w] in 0..`scale`.
@@ -52,18 +84,22 @@ pub fn guided_mrf_banks(
     maps: Option<&[RgbImageF32]>,
     map_weight: f32,
     layers: &[LayerId],
-    patch: usize,
-    stride: usize,
+    cut: BankCut,
 ) -> Result<(Vec<Tensor>, Vec<f32>)> {
+    let BankCut { patch, stride, .. } = cut;
+    let margin = if cut.mirror { STYLE_MARGIN } else { 0 };
     let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); layers.len()];
     let mut scales: Vec<Option<f32>> = vec![None; layers.len()];
     for (v, img) in variants.iter().enumerate() {
-        let padded = mirror_pad(img, STYLE_MARGIN);
-        let input = vgg.preprocess(&padded.to_tensor(vgg.device())?)?;
+        let input = if margin > 0 {
+            vgg.preprocess(&mirror_pad(img, margin).to_tensor(vgg.device())?)?
+        } else {
+            vgg.preprocess(&img.to_tensor(vgg.device())?)?
+        };
         let fwd = vgg.forward(&input, layers, false)?;
         for (i, layer) in layers.iter().enumerate() {
             let d = layer.downsampling();
-            let m = (STYLE_MARGIN >> d) as usize;
+            let m = (margin >> d) as usize;
             let (fh, fw) = ((img.height >> d) as usize, (img.width >> d) as usize);
             if positions(fh, patch, stride) == 0 || positions(fw, patch, stride) == 0 {
                 continue; // this variant is too small for this layer; others may not be
@@ -84,7 +120,8 @@ pub fn guided_mrf_banks(
                 let extra = map_channels(&maps[v], fw, fh, scale, crop.device())?;
                 crop = Tensor::cat(&[crop, extra], 0)?;
             }
-            per_layer[i].push(unfold(&crop, patch, stride)?);
+            let grid = Grid::new(fh, fw, patch, stride, cut.full_grid);
+            per_layer[i].push(unfold_grid(&crop, patch, stride, &grid)?);
         }
     }
     let banks = per_layer

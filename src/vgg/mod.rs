@@ -93,6 +93,15 @@ impl Vgg19 {
         Tensor::cat(&chans, 1)
     }
 
+    /// The RGB colour (0..255) the network sees as zero input: the training set's mean.
+    pub fn input_mean_rgb(&self) -> [f32; 3] {
+        let mut rgb = [0f32; 3];
+        for (src, scale, offset) in self.preprocess.channel_map() {
+            rgb[src] = -offset / scale;
+        }
+        rgb
+    }
+
     /// Gradient at the RGB image given the gradient at the network input.
     pub fn preprocess_backward(&self, grad: &Tensor) -> Result<Tensor> {
         let map = self.preprocess.channel_map();

@@ -1,0 +1,103 @@
+//! `--preset`: the original CNNMRF's choices as one flag, and explicit flags over a preset.
+
+mod common;
+
+use mrfsynth::samples;
+
+fn sidecar_params(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.png");
+    let style = samples::test_image("gravel").expect("fetch the scikit-image gravel sample");
+    let o = common::mrfsynth()
+        .args([
+            "--quiet",
+            "texture",
+            "--size",
+            "64",
+            "--levels",
+            "1",
+            "--iterations",
+            "2",
+        ])
+        .arg("--style")
+        .arg(&style)
+        .arg("-o")
+        .arg(&out)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let side: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    side["params"].clone()
+}
+
+#[test]
+fn the_cnnmrf_preset_sets_the_originals_choices() {
+    let p = sidecar_params(&["--preset", "cnnmrf"]);
+    assert_eq!(p["preset"], "cnnmrf");
+    assert_eq!(p["init"], "mean");
+    assert_eq!(p["history"], 25);
+    assert_eq!(p["line_search"], false);
+    assert!(p["first_step_px"].is_null(), "{p}");
+    assert_eq!(p["mrf_gradient"], "average");
+    assert_eq!(p["full_grid"], true);
+    assert_eq!(p["mirror_style"], false);
+    assert_eq!(p["min_style_patches"], 0);
+    assert_eq!(p["style_stride"], 2);
+    assert_eq!(p["tv_weight"], 1e-3);
+}
+
+#[test]
+fn explicit_flags_override_the_preset() {
+    let p = sidecar_params(&[
+        "--preset",
+        "cnnmrf",
+        "--history",
+        "7",
+        "--line-search",
+        "wolfe",
+        "--mrf-gradient",
+        "sum",
+        "--patch-grid",
+        "stride",
+        "--style-padding",
+        "mirror",
+        "--init",
+        "noise",
+        "--style-stride",
+        "1",
+    ]);
+    assert_eq!(p["preset"], "cnnmrf");
+    assert_eq!(p["history"], 7);
+    assert_eq!(p["line_search"], true);
+    assert_eq!(p["mrf_gradient"], "sum");
+    assert_eq!(p["full_grid"], false);
+    assert_eq!(p["mirror_style"], true);
+    assert_eq!(p["init"], "noise");
+    assert_eq!(p["style_stride"], 1);
+}
+
+#[test]
+fn bad_preset_values_are_one_line_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        ["--preset", "cnnmrff"],
+        ["--line-search", "armijo"],
+        ["--mrf-gradient", "mean"],
+        ["--patch-grid", "dense"],
+        ["--style-padding", "reflect"],
+        ["--first-step", "-1"],
+    ] {
+        let o = common::mrfsynth()
+            .args(["--quiet", "texture", "-o"])
+            .arg(dir.path().join("x.png"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(!dir.path().join("x.png").exists());
+    }
+}
