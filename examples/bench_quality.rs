@@ -25,7 +25,8 @@
 //!   the sample's, `metrics::lattice`) and the subprocess's wall time.
 //! * Outputs in `--out` (default `out/bench_quality`): `IMAGE_METHOD_SEED.png`, `results.json`
 //!   (all figures, the exact commands, machine information), `contact_sheet.png` (one row per
-//!   image: the sample, then each method's first seed).
+//!   image: the sample, then the middle of each method's first-seed output at the sample's size
+//!   and scale, so that element sizes compare).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1002,6 +1003,18 @@ fn print_table(samples: &[Sample], methods: &[Method], runs: &[Run]) {
 
 /// One row per image: the sample, then each method's output for the first seed, each cell
 /// labelled above, images scaled to [`CELL`] px tall.
+/// The centre of `img`, cropped to at most the size of `sample`.
+fn at_sample_size(img: &RgbImageF32, sample: &RgbImageF32) -> RgbImageF32 {
+    let (w, h) = (img.width.min(sample.width), img.height.min(sample.height));
+    let r = mrfsynth::synth::tiles::Rect {
+        x: (img.width - w) / 2,
+        y: (img.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    mrfsynth::synth::tiles::crop(img, r)
+}
+
 fn contact_sheet(
     samples: &[Sample],
     methods: &[Method],
@@ -1065,7 +1078,9 @@ fn contact_sheet(
                 (Some(run), Some(img)) => {
                     let text = format!("SWD {}", fmt(run.swd, 1));
                     draw_text(&mut sheet, &text, x, y + line, LABEL_SCALE, [90, 90, 90]);
-                    let im = cell_image(&img);
+                    // The middle of the output at the sample's size, scaled as the sample's
+                    // cell: elements show at their true size beside the sample's.
+                    let im = cell_image(&at_sample_size(&img, &s.image));
                     image::imageops::replace(
                         &mut sheet,
                         &im,

@@ -63,6 +63,10 @@ fn optimisation_lowers_the_energy_and_matches_the_style_better_than_noise() {
         full_grid: false,
         mirror_style: true,
         style_stride: 2,
+        // A line search, so that every step lowers that energy (fixed steps need not).
+        line_search: true,
+        history: 100,
+        first_step_px: Some(4.0),
         ..Params::default()
     };
     let noise = synth::init::initial_image(

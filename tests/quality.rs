@@ -65,7 +65,7 @@ fn the_default_keeps_every_region_of_the_built_in_sample_and_lays_out_no_lattice
         m.swd, m.copy_score, m.color_histogram_distance, m.periodicity, m.sample_periodicity
     );
     // Every region (brown cells, blue and white ground) is there: the colour histograms stay
-    // close (measured 0.11; a run that keeps the brown cells alone scores above 0.2).
+    // close (measured 0.106 with the default).
     assert!(m.color_histogram_distance < 0.15, "colours: {m:?}");
     assert!(
         m.periodicity < m.sample_periodicity + 0.1,
@@ -74,7 +74,7 @@ fn the_default_keeps_every_region_of_the_built_in_sample_and_lays_out_no_lattice
         m.sample_periodicity
     );
     // The run measures its own copying, as `metrics` does, and says so above 0.5 (this small
-    // sample's corners anchor the layout: measured 0.64).
+    // sample's corners anchor the layout: measured 0.67).
     let copy = out.copy_score.expect("textures report a copy score");
     assert!(
         (copy - m.copy_score).abs() < 1e-9,
@@ -111,8 +111,9 @@ fn the_default_beats_a_noise_start_with_the_coarse_level_skipped() {
         "gravel: swd {:.1} (departed {:.1}), copy {:.3}",
         ours.swd, departed.swd, ours.copy_score
     );
+    // Measured: 2,952 against 14,298.
     assert!(
-        ours.swd < 0.8 * departed.swd,
+        ours.swd < 0.5 * departed.swd,
         "{} vs {}",
         ours.swd,
         departed.swd
