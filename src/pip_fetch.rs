@@ -29,7 +29,7 @@ pub fn wheel_entries(
 }
 
 /// Runs `pip download --no-deps` for `spec` into `dir` and returns the path of the wheel.
-fn download_wheel(
+pub fn download_wheel(
     spec: &str,
     extra_args: &[&str],
     dir: &std::path::Path,
