@@ -84,7 +84,8 @@ pub struct SynthResult {
     pub interrupted: bool,
     pub notes: Vec<String>,
     /// Textures: the copy score of the output against the (first) sample, as `metrics` computes
-    /// it (mean best NCC of 3 x 3 crops of 64 px; 1 = a verbatim copy).
+    /// it (mean best NCC of 3 x 3 crops of 64 px; 1 = a verbatim copy). None for samples over
+    /// 2048 x 2048 px.
     pub copy_score: Option<f64>,
     pub seconds: f64,
     /// The estimate the run was admitted with, bytes.
@@ -589,7 +590,9 @@ pub fn run(
     }
     // Patch priors can regrow the sample itself (its corners anchor the layout): measure it,
     // and say so when a texture copies more than it makes.
-    let copy_score = matches!(task, Task::Texture)
+    // Its FFTs hold three spectra of the sample's padded size: skipped for huge samples.
+    let copy_score = (matches!(task, Task::Texture)
+        && styles[0].pixel_count() <= COPY_MAX_SAMPLE_PIXELS)
         .then(|| crate::metrics::copy::copy_score(&image, &styles[0], COPY_CROP, COPY_GRID).score);
     let mut notes = notes;
     if let Some(c) = copy_score.filter(|&c| c > COPY_WARNING) {
@@ -617,6 +620,8 @@ const COPY_WARNING: f64 = 0.5;
 /// Crop side and grid of that copy score (the `metrics` defaults).
 const COPY_CROP: u32 = 64;
 const COPY_GRID: usize = 3;
+/// Largest sample (pixels) whose copy score a run computes: about 200 MB of spectra.
+const COPY_MAX_SAMPLE_PIXELS: usize = 2048 * 2048;
 
 /// Smallest tile the memory check picks: below it the overlaps dominate.
 const MIN_TILE: u32 = 256;
