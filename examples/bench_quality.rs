@@ -538,7 +538,7 @@ fn load_samples(args: &Args, vgg: &Vgg19, alt_layers: &[LayerId]) -> anyhow::Res
         let mut path = source.clone();
         if let Some(n) = args.crop {
             if image.width > n || image.height > n {
-                image = centre_crop(&image, n);
+                image = centre_crop(&image, n, n);
                 let dir = args.out.join("samples");
                 std::fs::create_dir_all(&dir)?;
                 path = dir.join(format!("{name}.png"));
@@ -570,18 +570,16 @@ fn load_samples(args: &Args, vgg: &Vgg19, alt_layers: &[LayerId]) -> anyhow::Res
     Ok(samples)
 }
 
-fn centre_crop(img: &RgbImageF32, n: u32) -> RgbImageF32 {
-    let (w, h) = (img.width.min(n), img.height.min(n));
-    let (x0, y0) = ((img.width - w) / 2, (img.height - h) / 2);
-    let mut data = Vec::with_capacity(3 * (w * h) as usize);
-    for c in 0..3 {
-        for y in y0..y0 + h {
-            for x in x0..x0 + w {
-                data.push(img.get(x, y, c));
-            }
-        }
-    }
-    RgbImageF32::new(w, h, data)
+/// The centre of `img`, at most `w` x `h`.
+fn centre_crop(img: &RgbImageF32, w: u32, h: u32) -> RgbImageF32 {
+    let (w, h) = (img.width.min(w), img.height.min(h));
+    let r = mrfsynth::synth::tiles::Rect {
+        x: (img.width - w) / 2,
+        y: (img.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    mrfsynth::synth::tiles::crop(img, r)
 }
 
 /// Channel-major features ([C, n]) of `img` at `layers`.
@@ -982,18 +980,6 @@ fn print_table(samples: &[Sample], methods: &[Method], runs: &[Run]) {
 
 /// One row per image: the sample, then each method's output for the first seed, each cell
 /// labelled above, images scaled to [`CELL`] px tall.
-/// The centre of `img`, cropped to at most the size of `sample`.
-fn at_sample_size(img: &RgbImageF32, sample: &RgbImageF32) -> RgbImageF32 {
-    let (w, h) = (img.width.min(sample.width), img.height.min(sample.height));
-    let r = mrfsynth::synth::tiles::Rect {
-        x: (img.width - w) / 2,
-        y: (img.height - h) / 2,
-        width: w,
-        height: h,
-    };
-    mrfsynth::synth::tiles::crop(img, r)
-}
-
 fn contact_sheet(
     samples: &[Sample],
     methods: &[Method],
@@ -1059,7 +1045,7 @@ fn contact_sheet(
                     draw_text(&mut sheet, &text, x, y + line, LABEL_SCALE, [90, 90, 90]);
                     // The middle of the output at the sample's size, scaled as the sample's
                     // cell: elements show at their true size beside the sample's.
-                    let im = cell_image(&at_sample_size(&img, &s.image));
+                    let im = cell_image(&centre_crop(&img, s.image.width, s.image.height));
                     image::imageops::replace(
                         &mut sheet,
                         &im,
