@@ -30,9 +30,7 @@ fn commands_without_their_inputs_are_one_line_usage_errors() {
 
 #[test]
 fn features_writes_named_layers_at_the_images_size() {
-    let Some(img) = common::shared_image("chelsea.png") else {
-        return;
-    };
+    let img = common::fetched_image("chelsea"); // 451 x 300
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("f.safetensors");
     let out = common::mrfsynth()
@@ -106,10 +104,8 @@ fn cuda_device_without_the_feature_is_one_clear_line() {
 /// BF16).
 #[test]
 fn precision_is_recorded_in_the_sidecar() {
-    let Some(img) = common::shared_image("grass.png") else {
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
+    let img = common::fetched_image_at("ihc", 256, dir.path());
     let out_path = dir.path().join("t.png");
     let out = common::mrfsynth()
         .args([

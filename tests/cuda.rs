@@ -6,7 +6,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use mrfsynth::image_io::{self, LoadLimits};
+use mrfsynth::image_io;
 use mrfsynth::matcher::{CudaMatcher, ExactMatcher, PatchMatcher};
 use mrfsynth::prior::patches::{fold, fold_wrapped, unfold, unfold_wrapped};
 use mrfsynth::vgg::{LayerId, Pooling, Vgg19};
@@ -113,17 +113,15 @@ fn kernel_handles_one_query_and_one_bank_row() {
     assert!((r.score[0] - 0.8).abs() < 1e-6, "{}", r.score[0]);
 }
 
-/// A real image: one from ../shared/images, else the built-in sample if it is cached.
-fn real_image() -> Option<image_io::RgbImageF32> {
-    let path = common::shared_image("riverstones.png")
-        .or_else(|| mrfsynth::samples::default_sample().ok())?;
-    Some(image_io::load_rgb(&path, &LoadLimits::default()).unwrap())
+/// A real image: the gravel texture the project fetches itself (greyscale, 512 px).
+fn real_image() -> image_io::RgbImageF32 {
+    common::fetched_rgb("gravel", None)
 }
 
 #[test]
 fn kernel_finds_the_cpu_matches_on_real_vgg_features() {
     let Some(gpu) = gpu() else { return };
-    let Some(img) = real_image() else { return };
+    let img = real_image();
     let vgg = Vgg19::new(common::weights(), Pooling::Max, &gpu).unwrap();
     let layers = LayerId::parse_list("relu3_1,relu4_1").unwrap();
     let features = |w: u32, h: u32| {
@@ -198,7 +196,7 @@ fn patch_kernels_equal_the_cpu_ops() {
 #[test]
 fn a_texture_runs_on_the_gpu_and_matches_the_cpu_energy() {
     let Some(gpu) = gpu() else { return };
-    let Some(img) = real_image() else { return };
+    let img = real_image();
     let sample = image_io::resize(&img, 128, 96);
     let params = mrfsynth::synth::Params {
         width: 96,

@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::Device;
-use mrfsynth::image_io::{load_rgb, resize, LoadLimits, RgbImageF32};
+use mrfsynth::image_io::{resize, RgbImageF32};
 use mrfsynth::synth::{self, Guides, Init, Params, Silent, Task};
 use mrfsynth::vgg::{Pooling, Vgg19};
 
@@ -49,12 +49,13 @@ fn map(
     img
 }
 
-/// Mean of green minus blue over rows [y0, y1): high for grass, near zero for grey stones.
-fn green_excess(img: &RgbImageF32, y0: u32, y1: u32) -> f32 {
+/// Mean of red minus blue over rows [y0, y1): high for the wood (116 over the sample), zero
+/// for the grey gravel.
+fn red_excess(img: &RgbImageF32, y0: u32, y1: u32) -> f32 {
     let (mut s, mut n) = (0f32, 0f32);
     for y in y0..y1 {
         for x in 0..img.width {
-            s += img.get(x, y, 1) - img.get(x, y, 2);
+            s += img.get(x, y, 0) - img.get(x, y, 2);
             n += 1.0;
         }
     }
@@ -63,17 +64,23 @@ fn green_excess(img: &RgbImageF32, y0: u32, y1: u32) -> f32 {
 
 #[test]
 fn regions_follow_the_target_map() {
-    let (Some(g), Some(r)) = (
-        common::shared_image("grass.png"),
-        common::shared_image("riverstones.png"),
-    ) else {
-        return;
-    };
-    let grass = resize(&load_rgb(&g, &LoadLimits::default()).unwrap(), 96, 96);
-    let stones = resize(&load_rgb(&r, &LoadLimits::default()).unwrap(), 96, 96);
-    let style = side_by_side(&grass, &stones);
+    // A strongly coloured texture (the wood grain of the table in `coffee`, clear of the cup)
+    // and a greyscale one (gravel), so that where the output's patches come from shows in its
+    // colour. (The stained tissue of `ihc` is too muted for that: its halves came out only 5
+    // to 6 apart in red excess.)
+    let wood = resize(
+        &common::crop(&common::fetched_rgb("coffee", None), 470, 0, 130, 130),
+        96,
+        96,
+    );
+    let gravel = resize(
+        &common::crop(&common::fetched_rgb("gravel", None), 0, 0, 192, 192),
+        96,
+        96,
+    );
+    let style = side_by_side(&wood, &gravel);
     let (red, blue) = ([255.0, 0.0, 0.0], [0.0, 0.0, 255.0]);
-    // Style: grass red, stones blue. Target: stones (blue) on top, grass (red) below.
+    // Style: wood red, gravel blue. Target: gravel (blue) on top, wood (red) below.
     let style_map = map(192, 96, |x, _| x < 96, red, blue);
     let target_map = map(64, 64, |_, y| y < 32, blue, red);
     let vgg = Vgg19::new(common::weights(), Pooling::Max, &Device::Cpu).unwrap();
@@ -89,17 +96,18 @@ fn regions_follow_the_target_map() {
         }),
         // What is tested is where the matches come from; a noise start around the sample's
         // colours shows it within this small budget (from the default flat grey, 40 iterations
-        // at 64 px leave the colours muted: 8.2 against 21.6).
+        // at 64 px leave the colours muted: 14.5 against 26.8).
         init: Init::Noise,
         ..Params::default()
     };
     let out = synth::run(&vgg, &[style], &[1.0], Task::Texture, &params, &mut Silent)
         .unwrap()
         .image;
-    let (top, bottom) = (green_excess(&out, 4, 28), green_excess(&out, 36, 60));
-    eprintln!("green excess: top (stones) {top:.1}, bottom (grass) {bottom:.1}");
+    let (top, bottom) = (red_excess(&out, 4, 28), red_excess(&out, 36, 60));
+    eprintln!("red excess: top (gravel) {top:.1}, bottom (wood) {bottom:.1}");
+    // Measured: 26.3 and 62.6 (26.0 to 27.1 and 61.0 to 63.2 over seeds 0 to 3).
     assert!(
-        bottom > top + 15.0,
-        "grass should fill the bottom: top {top:.1}, bottom {bottom:.1}"
+        bottom > top + 25.0,
+        "the wood should fill the bottom: top {top:.1}, bottom {bottom:.1}"
     );
 }

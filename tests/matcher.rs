@@ -1,5 +1,6 @@
 //! The approximate matcher against the exact one: synthetic banks (no weights needed) and real
-//! VGG19 patch banks from ../shared/images.
+//! VGG19 patch banks from two test images the project fetches (ihc, a colour texture, and
+//! gravel, a greyscale one).
 //!
 //! `cargo test --release --test matcher -- --nocapture` prints the recall of every case.
 
@@ -8,7 +9,7 @@ mod common;
 use std::sync::OnceLock;
 
 use candle_core::{Device, Result, Tensor};
-use mrfsynth::image_io::{load_rgb, resize, LoadLimits, RgbImageF32};
+use mrfsynth::image_io::{resize, RgbImageF32};
 use mrfsynth::matcher::{
     ApproxMatcher, ApproxOptions, CandidateSearch, ExactMatcher, Matches, PatchMatcher,
 };
@@ -219,57 +220,54 @@ fn patches(vgg: &Vgg19, img: &RgbImageF32, layers: &[LayerId]) -> Vec<Tensor> {
         .collect()
 }
 
-fn real() -> Option<&'static Real> {
-    static R: OnceLock<Option<Real>> = OnceLock::new();
+fn real() -> &'static Real {
+    static R: OnceLock<Real> = OnceLock::new();
     R.get_or_init(|| {
-        let grass = common::shared_image("grass.png")?;
-        let clouds = common::shared_image("clouds.png")?;
-        let limits = LoadLimits::default();
-        let grass = load_rgb(&grass, &limits).unwrap(); // 256 px
-        let clouds = resize(&load_rgb(&clouds, &limits).unwrap(), 384, 384);
+        // Two distinct textures: the colour ihc at 256 px, the grey gravel at 384 px.
+        let ihc = common::fetched_rgb("ihc", Some(256));
+        let gravel = common::fetched_rgb("gravel", Some(384));
         let vgg = Vgg19::new(common::weights(), Pooling::Max, &Device::Cpu).unwrap();
         let l3: LayerId = "relu3_1".parse().unwrap();
         let l4: LayerId = "relu4_1".parse().unwrap();
         let both = [l3, l4];
-        let gb = style::mrf_banks(&vgg, std::slice::from_ref(&grass), &[l3], 3, 2).unwrap();
-        let cb = style::mrf_banks(&vgg, std::slice::from_ref(&clouds), &both, 3, 2).unwrap();
-        let g_blend = patches(&vgg, &blend_with_noise(&grass, 256), &both);
-        let g_scaled = patches(&vgg, &resize(&grass, 200, 200), &both);
-        let c_blend = patches(&vgg, &blend_with_noise(&clouds, 320), &both);
-        Some(Real {
+        let ib = style::mrf_banks(&vgg, std::slice::from_ref(&ihc), &[l3], 3, 2).unwrap();
+        let gb = style::mrf_banks(&vgg, std::slice::from_ref(&gravel), &both, 3, 2).unwrap();
+        let i_blend = patches(&vgg, &blend_with_noise(&ihc, 256), &both);
+        let i_scaled = patches(&vgg, &resize(&ihc, 200, 200), &both);
+        let g_blend = patches(&vgg, &blend_with_noise(&gravel, 320), &both);
+        Real {
             cases: vec![
                 Case {
-                    name: "grass",
+                    name: "ihc 256",
                     layer: l3,
-                    bank: gb[0].clone(),
+                    bank: ib[0].clone(),
                     queries: vec![
-                        ("grass+noise 256", g_blend[0].clone()),
-                        ("grass at 200 px", g_scaled[0].clone()),
+                        ("ihc+noise 256", i_blend[0].clone()),
+                        ("ihc at 200 px", i_scaled[0].clone()),
                     ],
                 },
                 Case {
-                    name: "clouds 384",
+                    name: "gravel 384",
                     layer: l3,
-                    bank: cb[0].clone(),
-                    queries: vec![("clouds+noise 320", c_blend[0].clone())],
+                    bank: gb[0].clone(),
+                    queries: vec![("gravel+noise 320", g_blend[0].clone())],
                 },
                 Case {
-                    name: "clouds 384",
+                    name: "gravel 384",
                     layer: l4,
-                    bank: cb[1].clone(),
+                    bank: gb[1].clone(),
                     queries: vec![
-                        ("clouds+noise 320", c_blend[1].clone()),
-                        ("grass+noise 256 (other texture)", g_blend[1].clone()),
+                        ("gravel+noise 320", g_blend[1].clone()),
+                        ("ihc+noise 256 (other texture)", i_blend[1].clone()),
                     ],
                 },
             ],
-        })
+        }
     })
-    .as_ref()
 }
 
 fn check_layer(layer: &str) -> Result<()> {
-    let Some(real) = real() else { return Ok(()) };
+    let real = real();
     let mut checked = 0;
     for Case {
         name,
@@ -330,8 +328,8 @@ fn recall_on_vgg_relu4_1() -> Result<()> {
 
 #[test]
 fn vgg_bank_rows_find_themselves() -> Result<()> {
-    let Some(real) = real() else { return Ok(()) };
-    let bank = &real.cases[0].bank; // grass, relu3_1
+    let real = real();
+    let bank = &real.cases[0].bank; // ihc, relu3_1
     let m = ApproxMatcher::new(bank, ApproxOptions::default())?;
     let r = m.best(bank)?;
     let idx = indices(&r);
@@ -350,7 +348,7 @@ fn vgg_bank_rows_find_themselves() -> Result<()> {
         .filter(|(i, &j)| *i == j as usize)
         .count();
     println!(
-        "grass relu3_1 rows matched to themselves: {same} / {}",
+        "ihc relu3_1 rows matched to themselves: {same} / {}",
         idx.len()
     );
     assert!(same as f64 >= 0.999 * idx.len() as f64);

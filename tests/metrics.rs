@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use candle_core::Device;
-use mrfsynth::image_io::{load_rgb, LoadLimits, RgbImageF32};
+use mrfsynth::image_io::RgbImageF32;
 use mrfsynth::metrics::{self, Metrics, MetricsOptions};
 use mrfsynth::vgg::{Pooling, Vgg19};
 
@@ -15,22 +15,14 @@ fn vgg() -> &'static Vgg19 {
     V.get_or_init(|| Vgg19::new(common::weights(), Pooling::Max, &Device::Cpu).unwrap())
 }
 
-fn image(name: &str) -> Option<RgbImageF32> {
-    let path = common::shared_image(name)?;
-    Some(load_rgb(&path, &LoadLimits::default()).unwrap())
+/// The sample texture: grass (greyscale), 512 px.
+fn grass() -> RgbImageF32 {
+    common::fetched_rgb("grass", None)
 }
 
-fn crop(img: &RgbImageF32, x0: u32, y0: u32, w: u32, h: u32) -> RgbImageF32 {
-    assert!(x0 + w <= img.width && y0 + h <= img.height);
-    let mut data = Vec::with_capacity(3 * (w * h) as usize);
-    for c in 0..3 {
-        for y in y0..y0 + h {
-            for x in x0..x0 + w {
-                data.push(img.get(x, y, c));
-            }
-        }
-    }
-    RgbImageF32::new(w, h, data)
+/// Another texture: ihc (colour, stained tissue), at 256 px.
+fn ihc() -> RgbImageF32 {
+    common::fetched_rgb("ihc", Some(256))
 }
 
 fn run(
@@ -51,10 +43,7 @@ fn run(
 
 #[test]
 fn the_sample_against_itself_is_a_perfect_score() {
-    let Some(grass) = image("grass.png") else {
-        return;
-    };
-    let style = crop(&grass, 0, 0, 128, 128);
+    let style = common::crop(&grass(), 0, 0, 128, 128);
     let m = run("identity", &style, &style, None);
     assert_eq!(m.swd_per_layer.len(), 5);
     assert_eq!(m.gram_per_layer.len(), 5);
@@ -84,16 +73,14 @@ fn the_sample_against_itself_is_a_perfect_score() {
 
 #[test]
 fn copies_score_high_and_other_textures_score_low() {
-    let (Some(grass), Some(stones)) = (image("grass.png"), image("riverstones.png")) else {
-        return;
-    };
-    let style = crop(&grass, 0, 0, 128, 128);
+    let (sample, another) = (grass(), ihc());
+    let style = common::crop(&sample, 0, 0, 128, 128);
     // A shifted crop of the sample itself.
-    let copied = crop(&grass, 21, 13, 96, 96);
+    let copied = common::crop(&sample, 21, 13, 96, 96);
     // The same texture, from a part of the image the sample does not contain.
-    let same = crop(&grass, 140, 150, 96, 96);
+    let same = common::crop(&sample, 140, 150, 96, 96);
     // Another texture.
-    let other = crop(&stones, 80, 80, 96, 96);
+    let other = common::crop(&another, 80, 80, 96, 96);
 
     let mc = run("shifted copy", &copied, &style, None);
     let ms = run("same texture", &same, &style, None);
@@ -131,11 +118,9 @@ fn copies_score_high_and_other_textures_score_low() {
 
 #[test]
 fn the_same_inputs_give_the_same_numbers() {
-    let (Some(grass), Some(stones)) = (image("grass.png"), image("riverstones.png")) else {
-        return;
-    };
-    let style = crop(&grass, 0, 0, 112, 96);
-    let img = crop(&stones, 30, 40, 80, 72);
+    let (sample, another) = (grass(), ihc());
+    let style = common::crop(&sample, 0, 0, 112, 96);
+    let img = common::crop(&another, 30, 40, 80, 72);
     let a = run("determinism 1", &img, &style, Some(&style));
     let b = run("determinism 2", &img, &style, Some(&style));
     assert_eq!(
@@ -169,11 +154,9 @@ fn the_same_inputs_give_the_same_numbers() {
 
 #[test]
 fn content_distance_only_with_a_content_image() {
-    let (Some(grass), Some(stones)) = (image("grass.png"), image("riverstones.png")) else {
-        return;
-    };
-    let style = crop(&grass, 0, 0, 64, 64);
-    let img = crop(&stones, 0, 0, 64, 64);
+    let (sample, another) = (grass(), ihc());
+    let style = common::crop(&sample, 0, 0, 64, 64);
+    let img = common::crop(&another, 0, 0, 64, 64);
     let opts = MetricsOptions {
         swd_projections: 8,
         ..MetricsOptions::default()
@@ -183,7 +166,7 @@ fn content_distance_only_with_a_content_image() {
     let itself = metrics::compute(vgg(), &img, &style, Some(&img), &opts).unwrap();
     assert_eq!(itself.content_distance, Some(0.0));
     // A content of another size is resized to the output's.
-    let other = crop(&stones, 100, 100, 96, 80);
+    let other = common::crop(&another, 100, 100, 96, 80);
     let d = metrics::compute(vgg(), &img, &style, Some(&other), &opts)
         .unwrap()
         .content_distance
@@ -198,9 +181,6 @@ fn content_distance_only_with_a_content_image() {
 fn small_images_are_refused_with_a_message() {
     let img = RgbImageF32::filled(20, 64, [1.0, 2.0, 3.0]);
     let style = RgbImageF32::filled(64, 64, [1.0, 2.0, 3.0]);
-    let Some(_) = common::shared_image("grass.png") else {
-        return;
-    };
     let e = metrics::compute(vgg(), &img, &style, None, &MetricsOptions::default()).unwrap_err();
     assert!(e.to_string().contains("at least 32x32"), "{e}");
 }
@@ -237,10 +217,8 @@ fn every_metric_is_described() {
 #[test]
 #[ignore]
 fn timing_at_full_size() {
-    let (Some(clouds), Some(night)) = (image("clouds.png"), image("starry_night.png")) else {
-        return;
-    };
-    let img = crop(&night, 100, 50, 384, 384);
-    let m = run("384 px output vs 512 px sample", &img, &clouds, Some(&img));
+    let sample = grass();
+    let img = common::crop(&common::fetched_rgb("ihc", None), 100, 50, 384, 384);
+    let m = run("384 px output vs 512 px sample", &img, &sample, Some(&img));
     assert!(m.swd > 0.0);
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::Device;
-use mrfsynth::image_io::{load_rgb, resize, LoadLimits, RgbImageF32};
+use mrfsynth::image_io::{load_rgb, LoadLimits, RgbImageF32};
 use mrfsynth::matcher::ExactMatcher;
 use mrfsynth::prior::mrf::{MrfLayer, MrfPrior};
 use mrfsynth::prior::FeatureLoss;
@@ -44,10 +44,8 @@ fn mrf_energy(
 
 #[test]
 fn optimisation_lowers_the_energy_and_matches_the_style_better_than_noise() {
-    let Some(path) = common::shared_image("grass.png") else {
-        return;
-    };
-    let style_img = resize(&load_rgb(&path, &LoadLimits::default()).unwrap(), 128, 128);
+    // A stochastic texture (gravel, greyscale) at 128 px.
+    let style_img = common::fetched_rgb("gravel", Some(128));
     let vgg = Vgg19::new(common::weights(), Pooling::Max, &Device::Cpu).unwrap();
     let params = Params {
         width: 96,
@@ -91,7 +89,8 @@ fn optimisation_lowers_the_energy_and_matches_the_style_better_than_noise() {
     let (e0, s0) = mrf_energy(&vgg, &style_img, &noise, &params);
     let (e1, s1) = mrf_energy(&vgg, &style_img, &result.image, &params);
     eprintln!("energy {e0:.4e} -> {e1:.4e}, relu3_1 mean cosine {s0:.3} -> {s1:.3}");
-    assert!(e1 < 0.3 * e0, "energy {e0} -> {e1}");
+    // Measured: energy x 0.28 (7.27e5 -> 2.02e5), mean cosine 0.49 -> 0.77.
+    assert!(e1 < 0.35 * e0, "energy {e0} -> {e1}");
     assert!(s1 > s0 + 0.1, "mean cosine {s0} -> {s1}");
     let losses = &result.levels[0].losses;
     assert!(losses.last().unwrap() < losses.first().unwrap());
@@ -119,10 +118,8 @@ fn texture_cmd(out: &std::path::Path, seed: u64, style: &std::path::Path) -> std
 
 #[test]
 fn same_seed_same_bytes_and_a_sidecar() {
-    let Some(style) = common::shared_image("grass.png") else {
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
+    let style = common::fetched_image_at("ihc", 256, dir.path());
     let (a, b, c) = (
         dir.path().join("a.png"),
         dir.path().join("b.png"),
@@ -156,12 +153,12 @@ fn same_seed_same_bytes_and_a_sidecar() {
 
 #[test]
 fn transfer_runs_with_a_content_loss() {
-    let (Some(content), Some(style)) = (
-        common::shared_image("chelsea.png"),
-        common::shared_image("starry_night.png"),
-    ) else {
-        return;
-    };
+    // A photo as content, a colour texture (stained tissue) as style: a transfer's style is
+    // sized to the output, so the sample's own size does not matter.
+    let (content, style) = (
+        common::fetched_image("chelsea"),
+        common::fetched_image("ihc"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("t.png");
     let out = common::mrfsynth()
@@ -196,15 +193,11 @@ fn transfer_runs_with_a_content_loss() {
     assert!(terms.contains_key("content:relu4_2"), "{terms:?}");
 }
 
-/// A 64 px texture from grass + river stones with `extra` flags; its sidecar, or None where
-/// ../shared/images is absent.
-fn two_exemplar_texture(
-    dir: &std::path::Path,
-    name: &str,
-    extra: &[&str],
-) -> Option<serde_json::Value> {
-    let a = common::shared_image("grass.png")?;
-    let b = common::shared_image("riverstones.png")?;
+/// A 64 px texture from two distinct textures, ihc (colour) + gravel (grey), each at 256 px,
+/// with `extra` flags; its sidecar.
+fn two_exemplar_texture(dir: &std::path::Path, name: &str, extra: &[&str]) -> serde_json::Value {
+    let a = common::fetched_image_at("ihc", 256, dir);
+    let b = common::fetched_image_at("gravel", 256, dir);
     let out_path = dir.join(format!("{name}.png"));
     let out = common::mrfsynth()
         .args([
@@ -221,19 +214,17 @@ fn two_exemplar_texture(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(serde_json::from_slice(&std::fs::read(out_path.with_extension("json")).unwrap()).unwrap())
+    serde_json::from_slice(&std::fs::read(out_path.with_extension("json")).unwrap()).unwrap()
 }
 
 #[test]
 fn several_exemplars_share_one_bank_and_the_sidecar_says_how_much_of_each() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(side) = two_exemplar_texture(
+    let side = two_exemplar_texture(
         dir.path(),
         "mix",
         &["--iterations", "4", "--matcher", "approx"],
-    ) else {
-        return;
-    };
+    );
     assert_eq!(side["params"]["matcher"], "approx");
     for layer in side["levels"][0]["mrf"].as_array().unwrap() {
         let shares: Vec<f64> = layer["share_per_style"]
@@ -255,22 +246,24 @@ fn several_exemplars_share_one_bank_and_the_sidecar_says_how_much_of_each() {
 #[test]
 fn blend_weights_bias_which_exemplar_the_matches_come_from() {
     let dir = tempfile::tempdir().unwrap();
-    // Share of grass (the first exemplar) in the relu3_1 matches.
-    let first_share = |blend: &str| -> Option<f64> {
+    // Share of ihc (the first exemplar) in the relu3_1 matches.
+    let first_share = |blend: &str| -> f64 {
         let side = two_exemplar_texture(
             dir.path(),
             &format!("mix_{blend}"),
             &["--iterations", "3", "--style-blend", blend],
-        )?;
-        side["levels"][0]["mrf"][0]["share_per_style"][0].as_f64()
+        );
+        side["levels"][0]["mrf"][0]["share_per_style"][0]
+            .as_f64()
+            .expect("a share per style")
     };
-    let (Some(even), Some(low)) = (first_share("1,1"), first_share("0.6,1")) else {
-        return;
-    };
-    // Noise starts closer to grass: at even weights most matches are grass patches.
-    assert!(even > 0.5, "grass should dominate at even weights: {even}");
+    let (even, low) = (first_share("1,1"), first_share("0.6,1"));
+    eprintln!("first exemplar's share: even weights {even:.3}, weight 0.6 {low:.3}");
+    // At even weights most matches are ihc patches (measured: 0.95); weight 0.6 cuts that
+    // share (measured: to 0.00).
+    assert!(even > 0.5, "ihc should dominate at even weights: {even}");
     assert!(
         low < 0.5 * even,
-        "weight 0.6 should cut grass's share: {even} -> {low}"
+        "weight 0.6 should cut ihc's share: {even} -> {low}"
     );
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::Device;
-use mrfsynth::image_io::{load_rgb, resize, LoadLimits, RgbImageF32};
+use mrfsynth::image_io::RgbImageF32;
 use mrfsynth::synth::{self, Params, Silent, Task};
 use mrfsynth::vgg::{Pooling, Vgg19};
 
@@ -43,11 +43,9 @@ pub fn seam_and_interior(img: &RgbImageF32) -> (f64, f64) {
 #[test]
 fn tiled_output_has_invisible_seams() {
     let vgg = Vgg19::new(common::weights(), Pooling::Max, &Device::Cpu).unwrap();
-    for name in ["grass.png", "riverstones.png"] {
-        let Some(path) = common::shared_image(name) else {
-            return;
-        };
-        let style = resize(&load_rgb(&path, &LoadLimits::default()).unwrap(), 128, 128);
+    // Two distinct textures: stained tissue (colour) and gravel (greyscale).
+    for name in ["ihc", "gravel"] {
+        let style = common::fetched_rgb(name, Some(128));
         let run = |tileable: bool| {
             let params = Params {
                 width: 64,
@@ -76,6 +74,7 @@ fn tiled_output_has_invisible_seams() {
             seam / inner,
             seam_plain / inner_plain
         );
+        // Measured seam/interior: ihc 1.01 (plain 2.79), gravel 0.87 (plain 1.26).
         assert!(
             seam < 1.3 * inner,
             "{name}: seams {seam:.1} vs interior {inner:.1}"

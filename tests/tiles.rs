@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::Device;
-use mrfsynth::image_io::{load_rgb, LoadLimits, RgbImageF32};
+use mrfsynth::image_io::RgbImageF32;
 use mrfsynth::metrics::{self, MetricsOptions};
 use mrfsynth::synth::{self, tiles, Init, Params, Silent, Task};
 use mrfsynth::vgg::{Pooling, Vgg19};
@@ -35,10 +35,8 @@ fn edge_profiles(img: &RgbImageF32) -> (Vec<f64>, Vec<f64>) {
 
 #[test]
 fn tiled_output_shows_no_seams_and_keeps_its_quality() {
-    let Some(path) = common::shared_image("grass.png") else {
-        return;
-    };
-    let style = load_rgb(&path, &LoadLimits::default()).unwrap();
+    // A colour texture (stained tissue) at 256 px.
+    let style = common::fetched_rgb("ihc", Some(256));
     let vgg = Vgg19::new(common::weights(), Pooling::Max, &Device::Cpu).unwrap();
     let run = |tile: Option<u32>| {
         let params = Params {
@@ -69,8 +67,9 @@ fn tiled_output_shows_no_seams_and_keeps_its_quality() {
     assert_eq!(tiled.levels[0].tiles, 9);
     assert_eq!(whole.levels[0].tiles, 1);
 
-    // Every line where a tile starts or ends, against the mean over the interior. (Measured:
-    // 1.10 with the ramps; pasting the tiles without them gives 1.19.)
+    // Every line where a tile starts or ends, against the mean over the interior. (Measured on
+    // ihc: 1.09 with the ramps. On the grass sample used before: 1.10 with them, 1.19 pasting
+    // the tiles without them.)
     let grid = tiles::grid(256, 256, 128, tiles::overlap_for(128));
     let mut lines: Vec<usize> = grid
         .iter()
@@ -98,6 +97,7 @@ fn tiled_output_shows_no_seams_and_keeps_its_quality() {
     let opts = MetricsOptions::default();
     let m_tiled = metrics::compute(&vgg, &tiled.image, &style, None, &opts).unwrap();
     let m_whole = metrics::compute(&vgg, &whole.image, &style, None, &opts).unwrap();
+    // Measured: 25133 tiled, 42041 whole.
     eprintln!("SWD tiled {:.0}, whole {:.0}", m_tiled.swd, m_whole.swd);
     assert!(
         m_tiled.swd < 1.25 * m_whole.swd,
@@ -109,10 +109,7 @@ fn tiled_output_shows_no_seams_and_keeps_its_quality() {
 
 #[test]
 fn levels_that_do_not_fit_are_tiled_instead_of_refused() {
-    let Some(path) = common::shared_image("grass.png") else {
-        return;
-    };
-    let style = load_rgb(&path, &LoadLimits::default()).unwrap();
+    let style = common::fetched_rgb("ihc", Some(256));
     let params = Params {
         width: 2048,
         height: 2048,
