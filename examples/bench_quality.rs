@@ -47,6 +47,7 @@ use serde::Serialize;
 const CLI_METHODS: &[(&str, &[&str])] = &[
     ("mrf", &[]),
     ("gram", &["--prior", "gram"]),
+    ("gc", &["--prior", "gc"]),
     ("mrf-cnnmrf", &["--preset", "cnnmrf"]),
 ];
 

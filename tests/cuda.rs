@@ -1,6 +1,6 @@
 //! The CUDA kernels against the CPU code they replace. Built only with `--features cuda`; every
 //! test skips (with a note) where no GPU answers, so CI can link and run them against stub
-//! libraries.
+//! libraries, unless `MRFSYNTH_REQUIRE_GPU=1` (set by `tools/gpu_check.sh`) makes that a failure.
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -14,6 +14,10 @@ use mrfsynth::vgg::{LayerId, Pooling, Vgg19};
 fn gpu() -> Option<Device> {
     match mrfsynth::device::DeviceSpec::Cuda(0).open() {
         Ok(d) => Some(d),
+        // The GPU check script sets MRFSYNTH_REQUIRE_GPU=1: there, no GPU is a failure.
+        Err(e) if std::env::var("MRFSYNTH_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("MRFSYNTH_REQUIRE_GPU=1 but no GPU opened: {e}")
+        }
         Err(e) => {
             eprintln!("skipping: {e}");
             None

@@ -1,4 +1,5 @@
-//! `--preset`: the original CNNMRF's choices as one flag, and explicit flags over a preset.
+//! `--preset`: the original CNNMRF's choices as one flag, and explicit flags over a preset; the
+//! defaults `--prior gc` brings with it.
 
 mod common;
 
@@ -79,6 +80,65 @@ fn explicit_flags_override_the_preset() {
 }
 
 #[test]
+fn the_gc_prior_brings_its_papers_settings_and_flags_override_them() {
+    let p = sidecar_params(&["--prior", "gc"]);
+    assert_eq!(p["prior"], "gc");
+    assert_eq!(p["patch_size"], 7);
+    assert_eq!(p["stride"], 3);
+    assert_eq!(p["style_stride"], 3);
+    assert_eq!(
+        p["mrf_layers"],
+        serde_json::json!(["relu2_1", "relu3_1", "relu4_1"])
+    );
+    assert!(
+        (p["occurrence"].as_f64().unwrap() - 0.05).abs() < 1e-6,
+        "{p}"
+    );
+    assert!(
+        (p["gc_bandwidth"].as_f64().unwrap() - 0.5).abs() < 1e-6,
+        "{p}"
+    );
+    assert_eq!(p["optimizer"], "adam");
+    assert_eq!(p["init"], "noise");
+    assert_eq!(p["tv_weight"], 0.0);
+
+    let q = sidecar_params(&[
+        "--prior",
+        "gc",
+        "--patch-size",
+        "5",
+        "--occurrence",
+        "0",
+        "--optimizer",
+        "lbfgs",
+        "--tv-weight",
+        "1e-3",
+        "--mrf-layers",
+        "relu3_1",
+        "--gc-top-k",
+        "16",
+    ]);
+    assert_eq!(q["patch_size"], 5);
+    assert_eq!(q["occurrence"], 0.0);
+    assert_eq!(q["optimizer"], "lbfgs");
+    assert_eq!(q["tv_weight"], 1e-3);
+    assert_eq!(q["mrf_layers"], serde_json::json!(["relu3_1"]));
+    assert_eq!(q["gc_top_k"], 16);
+
+    // The MRF prior keeps CNNMRF's values; the occurrence penalty is offered to it as a flag.
+    let m = sidecar_params(&[]);
+    assert_eq!(m["prior"], "mrf");
+    assert_eq!(m["patch_size"], 3);
+    assert_eq!(m["occurrence"], 0.0);
+    assert_eq!(m["optimizer"], "lbfgs");
+    let o = sidecar_params(&["--occurrence", "0.05"]);
+    assert!(
+        (o["occurrence"].as_f64().unwrap() - 0.05).abs() < 1e-6,
+        "{o}"
+    );
+}
+
+#[test]
 fn bad_preset_values_are_one_line_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
@@ -88,6 +148,10 @@ fn bad_preset_values_are_one_line_usage_errors() {
         ["--patch-grid", "dense"],
         ["--style-padding", "reflect"],
         ["--first-step", "-1"],
+        ["--prior", "gcc"],
+        ["--occurrence", "-1"],
+        ["--gc-bandwidth", "0"],
+        ["--learning-rate", "0"],
     ] {
         let o = common::mrfsynth()
             .args(["--quiet", "texture", "-o"])

@@ -8,6 +8,10 @@
 #                  that with 10 L-BFGS pairs instead of 100
 #   large.log      bigger textures (3 iterations a level) and the GPU memory they peak at
 set -uo pipefail
+# On the GPU machine a missing GPU is a failure, not a skip; the script exits non-zero when any
+# part failed (FAILED lists them).
+export MRFSYNTH_REQUIRE_GPU=1
+FAILED=""
 B=$PWD/target/gpu-bundle
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -49,12 +53,14 @@ peak_mem() { # runs "$@" while sampling GPU memory; prints the peak in MiB
 
 if part tests; then
 timeout 100 "$B/cuda_tests" --test-threads=1 --nocapture > "$OUT/tests.log" 2>&1
-echo "tests rc=$?"; grep -E "^test |test result|equal" "$OUT/tests.log"
+rc=$?; [ $rc -eq 0 ] || FAILED="$FAILED tests"
+echo "tests rc=$rc"; grep -E "^test |test result|equal" "$OUT/tests.log"
 fi
 
 if part bench; then
 timeout 90 "$B/bench_gpu" "$B/ihc.png" > "$OUT/bench_gpu.md" 2>&1
-echo "bench rc=$?"; cat "$OUT/bench_gpu.md"
+rc=$?; [ $rc -eq 0 ] || FAILED="$FAILED bench"
+echo "bench rc=$rc"; cat "$OUT/bench_gpu.md"
 fi
 
 TIMEFORMAT='wall %R s'
@@ -64,7 +70,8 @@ for run in cold:f32:100 warm:f32:100 warm:f16:100 warm:f16:10; do
   IFS=: read -r name bank hist <<< "$run"
   { time timeout 75 "$B/mrfsynth" --quiet texture --device cuda --bank-precision $bank --history $hist \
     -o "$OUT/t.png"; } >> "$OUT/e2e.log" 2>&1
-  echo "e2e $run rc=$?" >> "$OUT/e2e.log"
+  rc=$?; [ $rc -eq 0 ] || FAILED="$FAILED e2e:$run"
+  echo "e2e $run rc=$rc" >> "$OUT/e2e.log"
   levels "$OUT/t.json" >> "$OUT/e2e.log" 2>&1
   mv "$OUT/t.png" "$OUT/texture384_$bank.png" 2>/dev/null
 done
@@ -82,3 +89,7 @@ done
 cat "$OUT/large.log"
 fi
 rm -f "$OUT/.mem" "$OUT/t.json" "$OUT"/*.json
+if [ -n "$FAILED" ]; then
+  echo "FAILED:$FAILED"
+  exit 1
+fi

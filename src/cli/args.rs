@@ -84,8 +84,10 @@ pub struct SynthArgs {
     /// Optimiser iterations per level.
     #[arg(long, default_value_t = 100)]
     pub iterations: usize,
-    /// Image prior: mrf (CNNMRF, the default), gram (Gatys et al.), or mrf+gram.
-    #[arg(long, value_name = "mrf|gram|mrf+gram")]
+    /// Image prior: mrf (CNNMRF, the default), gram (Gatys et al.), mrf+gram, or gc (guided
+    /// correspondence, Zhou et al. 2023: soft patch assignment with an occurrence penalty;
+    /// brings its own patch defaults, 7x7 at stride 3 on relu2_1,relu3_1,relu4_1).
+    #[arg(long, value_name = "mrf|gram|mrf+gram|gc")]
     pub prior: Option<String>,
     /// Gram (style) weight per layer, as neural-style's --style_weight.
     #[arg(long, default_value_t = 1e2)]
@@ -96,24 +98,37 @@ pub struct SynthArgs {
     /// Weights of several style images (comma-separated, one per --style image): they weigh the Gram targets, and bias MRF matching (a patch's score is multiplied by its image's weight / the largest).
     #[arg(long, value_name = "W1,W2,..")]
     pub style_blend: Option<String>,
-    /// MRF layers.
-    #[arg(long, default_value = "relu3_1,relu4_1")]
-    pub mrf_layers: String,
-    /// MRF weight per layer.
-    #[arg(long, default_value_t = 1e-4)]
-    pub mrf_weight: f64,
-    /// Patch size (in feature pixels).
-    #[arg(long, default_value_t = 3)]
-    pub patch_size: usize,
-    /// Stride of the synthesis patches, and of the style patches unless --style-stride is given (default 2).
+    /// Layers of the patch prior (default: relu3_1,relu4_1 for mrf; relu2_1,relu3_1,relu4_1 for gc).
+    #[arg(long, value_name = "LAYERS")]
+    pub mrf_layers: Option<String>,
+    /// Weight per layer of the patch prior (default: 1e-4 for mrf, as CNNMRF; the prior's own for gc).
+    #[arg(long, value_name = "W")]
+    pub mrf_weight: Option<f64>,
+    /// Patch size in feature pixels (default: 3 for mrf, 7 for gc).
+    #[arg(long, value_name = "K")]
+    pub patch_size: Option<usize>,
+    /// Occurrence penalty: a sample patch used more than its share costs W more per multiple of
+    /// its share (default: 0.05 for gc, off for mrf; with mrf it needs the exact matcher).
+    #[arg(long, value_name = "W")]
+    pub occurrence: Option<f32>,
+    /// Guided correspondence: bandwidth h of the soft assignment (default 0.5).
+    #[arg(long, value_name = "H")]
+    pub gc_bandwidth: Option<f32>,
+    /// Guided correspondence: share each query among its K nearest sample patches only (0: all; default 0).
+    #[arg(long, value_name = "K")]
+    pub gc_top_k: Option<usize>,
+    /// Guided correspondence: at most N queries per layer and evaluation, drawn at random anew each time (0: all; default 1024; the paper draws 10000, affordable on a GPU).
+    #[arg(long, value_name = "N")]
+    pub gc_max_queries: Option<usize>,
+    /// Stride of the synthesis patches, and of the style patches unless --style-stride is given (default 2; 3 for gc).
     #[arg(long, value_name = "N")]
     pub stride: Option<usize>,
     /// Stride at which style patches are cut (default: the preset's; 1 gives 4x the patches of 2).
     #[arg(long, value_name = "N")]
     pub style_stride: Option<usize>,
-    /// Total-variation weight.
-    #[arg(long, default_value_t = 1e-3)]
-    pub tv_weight: f64,
+    /// Total-variation weight (default 1e-3).
+    #[arg(long, value_name = "W")]
+    pub tv_weight: Option<f64>,
     /// Style rotations: angles k*pi/24 with |k| <= R.
     #[arg(long, default_value_t = 0, value_name = "R")]
     pub rotations: u32,
@@ -123,15 +138,19 @@ pub struct SynthArgs {
     /// Scale of the style image (texture: relative to its own size; transfer: to the output's).
     #[arg(long, default_value_t = 1.0)]
     pub style_scale: f32,
-    #[arg(long, value_enum, default_value_t = OptimizerArg::Lbfgs)]
-    pub optimizer: OptimizerArg,
+    /// Optimiser (default: lbfgs; adam for --prior gc, as its paper).
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerArg>,
     /// A named set of defaults: default (ours), or cnnmrf (the original CNNMRF code's choices:
     /// flat mean-grey start, L-BFGS history 25 without line search, averaged target maps, grids
     /// with the last row and column, no mirror padding, every pyramid level). Flags given
     /// explicitly override the preset.
     #[arg(long, default_value = "default", value_name = "default|cnnmrf")]
     pub preset: String,
-    /// L-BFGS history length (default 100; cnnmrf preset 25).
+    /// Adam step size in grey levels per iteration (default 1).
+    #[arg(long, value_name = "LR")]
+    pub learning_rate: Option<f32>,
+    /// L-BFGS history length (default 25, as CNNMRF).
     #[arg(long)]
     pub history: Option<usize>,
     /// L-BFGS step length: wolfe (strong-Wolfe line search) or none (fixed step 1, as CNNMRF).

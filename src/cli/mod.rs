@@ -196,7 +196,7 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
         .preset
         .parse()
         .map_err(|e: String| CliError::usage(format!("--preset: {e}")))?;
-    let base = Params::preset(preset);
+    let base = Params::preset_for(preset, prior);
     let choice = |flag: &str, value: &Option<String>, names: [&str; 2]| match value.as_deref() {
         None => Ok(None),
         Some(v) if v == names[0] => Ok(Some(true)),
@@ -233,20 +233,29 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
         levels: a.levels,
         level_ratio: a.level_ratio,
         iterations: a.iterations,
-        mrf_layers: layers(&a.mrf_layers, "--mrf-layers")?,
-        patch_size: a.patch_size,
+        mrf_layers: match &a.mrf_layers {
+            Some(l) => layers(l, "--mrf-layers")?,
+            None => base.mrf_layers.clone(),
+        },
+        patch_size: a.patch_size.unwrap_or(base.patch_size),
         stride: a.stride.unwrap_or(base.stride),
         style_stride: a.style_stride.or(a.stride).unwrap_or(base.style_stride),
-        mrf_weight: a.mrf_weight,
-        tv_weight: a.tv_weight,
+        mrf_weight: a.mrf_weight.unwrap_or(base.mrf_weight),
+        occurrence: a.occurrence.unwrap_or(base.occurrence),
+        gc_bandwidth: a.gc_bandwidth.unwrap_or(base.gc_bandwidth),
+        gc_top_k: a.gc_top_k.unwrap_or(base.gc_top_k),
+        gc_max_queries: a.gc_max_queries.unwrap_or(base.gc_max_queries),
+        tv_weight: a.tv_weight.unwrap_or(base.tv_weight),
         rotations: a.rotations,
         scales: a.scales,
         style_scale: a.style_scale,
         optimizer: match a.optimizer {
-            OptimizerArg::Lbfgs => OptimizerKind::Lbfgs,
-            OptimizerArg::Adam => OptimizerKind::Adam,
+            None => base.optimizer,
+            Some(OptimizerArg::Lbfgs) => OptimizerKind::Lbfgs,
+            Some(OptimizerArg::Adam) => OptimizerKind::Adam,
         },
         history: a.history.unwrap_or(base.history),
+        learning_rate: a.learning_rate.unwrap_or(base.learning_rate),
         line_search: choice("--line-search", &a.line_search, ["wolfe", "none"])?
             .unwrap_or(base.line_search),
         first_step_px,

@@ -55,6 +55,7 @@ impl ExactMatcher {
         n: usize,
         dim: usize,
         bank_t: &[f32],
+        penalty: Option<&[f32]>,
     ) -> (Vec<u32>, Vec<f32>) {
         let m = self.len;
         let mut index = vec![0u32; n];
@@ -87,27 +88,41 @@ impl ExactMatcher {
                     );
                 }
                 for r in 0..rows {
-                    let (mut best, mut at) = (f32::NEG_INFINITY, 0usize);
-                    for (j, &v) in scores[r * m..(r + 1) * m].iter().enumerate() {
-                        if v > best {
-                            (best, at) = (v, j);
-                        }
-                    }
                     let norm = q[r * dim..(r + 1) * dim]
                         .iter()
                         .map(|v| v * v)
                         .sum::<f32>()
-                        .sqrt();
+                        .sqrt()
+                        .max(1e-8);
+                    let row = &scores[r * m..(r + 1) * m];
+                    let (mut best, mut at) = (f32::NEG_INFINITY, 0usize);
+                    match penalty {
+                        // Scores are cosines times the query's norm: so is the penalty.
+                        Some(p) => {
+                            for (j, (&v, &pj)) in row.iter().zip(p).enumerate() {
+                                if v - pj * norm > best {
+                                    (best, at) = (v - pj * norm, j);
+                                }
+                            }
+                        }
+                        None => {
+                            for (j, &v) in row.iter().enumerate() {
+                                if v > best {
+                                    (best, at) = (v, j);
+                                }
+                            }
+                        }
+                    }
                     idx[r] = at as u32;
-                    sc[r] = best / norm.max(1e-8);
+                    sc[r] = row[at] / norm;
                 }
             });
         (index, score)
     }
 }
 
-impl PatchMatcher for ExactMatcher {
-    fn best(&self, queries: &Tensor) -> Result<Matches> {
+impl ExactMatcher {
+    fn search(&self, queries: &Tensor, penalty: Option<&[f32]>) -> Result<Matches> {
         let n = queries.dim(0)?;
         if queries.device().is_cpu() && self.bank_t.device().is_cpu() && self.len > 0 {
             let dim = queries.dim(1)?;
@@ -120,6 +135,7 @@ impl PatchMatcher for ExactMatcher {
                     n,
                     dim,
                     contiguous_f32(bs, bl, "matcher")?,
+                    penalty,
                 );
                 let index = Tensor::from_vec(index, n, queries.device())?;
                 return Ok(Matches { index, score });
@@ -135,14 +151,33 @@ impl PatchMatcher for ExactMatcher {
             .flatten_all()?
             .to_vec1()?;
         let chunk = (self.budget / self.len.max(1)).clamp(1, n.max(1));
+        let penalty = match penalty {
+            Some(p) => Some(Tensor::from_slice(p, (1, self.len), q.device())?),
+            None => None,
+        };
         let mut index = Vec::new();
         let mut score = Vec::with_capacity(n);
         let mut start = 0;
         while start < n {
             let rows = chunk.min(n - start);
             let scores = q.narrow(0, start, rows)?.matmul(&self.bank_t)?;
-            index.push(scores.argmax(D::Minus1)?);
-            score.extend(scores.max(D::Minus1)?.to_vec1::<f32>()?);
+            let ranked = match &penalty {
+                // Scores are cosines times the query's norm: so is the penalty.
+                Some(p) => {
+                    let nrm =
+                        Tensor::from_slice(&norms[start..start + rows], (rows, 1), q.device())?;
+                    (&scores - nrm.broadcast_mul(p)?)?
+                }
+                None => scores.clone(),
+            };
+            let at = ranked.argmax(D::Minus1)?;
+            score.extend(
+                scores
+                    .gather(&at.unsqueeze(1)?, 1)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+            index.push(at);
             start += rows;
         }
         for (s, nrm) in score.iter_mut().zip(&norms) {
@@ -150,6 +185,19 @@ impl PatchMatcher for ExactMatcher {
         }
         let index = Tensor::cat(&index, 0)?.to_dtype(DType::U32)?;
         Ok(Matches { index, score })
+    }
+}
+
+impl PatchMatcher for ExactMatcher {
+    fn best(&self, queries: &Tensor) -> Result<Matches> {
+        self.search(queries, None)
+    }
+
+    fn best_penalised(&self, queries: &Tensor, penalty: &[f32]) -> Result<Matches> {
+        if penalty.len() != self.len {
+            candle_core::bail!("{} penalties for a bank of {}", penalty.len(), self.len);
+        }
+        self.search(queries, Some(penalty))
     }
 
     fn len(&self) -> usize {
@@ -174,6 +222,22 @@ mod tests {
         let r = m.best(&q)?;
         assert_eq!(r.index.to_vec1::<u32>()?, vec![1, 0, 2]);
         assert!(r.score.iter().all(|&s| s > 0.9 && s <= 1.0 + 1e-6));
+        Ok(())
+    }
+
+    /// A penalty on the best row moves the match to the next, and the score stays the plain
+    /// cosine.
+    #[test]
+    fn penalty_tips_the_choice() -> Result<()> {
+        let bank = Tensor::new(&[[1f32, 0.], [1., 0.2]], &Device::Cpu)?;
+        let q = Tensor::new(&[[2f32, 0.1]], &Device::Cpu)?;
+        let m = ExactMatcher::new(&bank, 16)?;
+        assert_eq!(m.best(&q)?.index.to_vec1::<u32>()?, vec![0]);
+        let r = m.best_penalised(&q, &[0.05, 0.0])?;
+        assert_eq!(r.index.to_vec1::<u32>()?, vec![1]);
+        let cos1 = (2.0 + 0.02) / (2f32.hypot(0.1) * 1f32.hypot(0.2));
+        assert!((r.score[0] - cos1).abs() < 1e-5);
+        assert!(m.best_penalised(&q, &[0.0]).is_err());
         Ok(())
     }
 

@@ -27,6 +27,12 @@ pub struct Matches {
 pub trait PatchMatcher: Send + Sync {
     /// `queries` [N, D]: for each row, the bank row of highest cosine similarity.
     fn best(&self, queries: &Tensor) -> Result<Matches>;
+    /// As [`best`](Self::best), ranking bank row j by its cosine minus `penalty[j]` (an
+    /// occurrence penalty); the reported score is the plain cosine of the chosen row.
+    fn best_penalised(&self, queries: &Tensor, penalty: &[f32]) -> Result<Matches> {
+        let _ = (queries, penalty);
+        candle_core::bail!("the {} matcher does not take penalties", self.name())
+    }
     /// Number of patches in the bank.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {

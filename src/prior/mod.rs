@@ -5,6 +5,7 @@
 //! pass, so the optimiser and the pyramid never know which priors they drive.
 
 pub mod content;
+pub mod correspondence;
 pub mod gram;
 pub mod mrf;
 pub mod patches;

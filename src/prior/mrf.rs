@@ -64,6 +64,11 @@ pub struct MrfLayer {
     /// Patch grids also take the last row and column of starts (CNNMRF's `flag_all`).
     pub full_grid: bool,
     pub gradient: MrfGradient,
+    /// Occurrence penalty (as the guided correspondence prior's, in its distance units
+    /// (1 - cos) / 2): after a first match, a bank patch chosen n times costs
+    /// `occurrence * n / omega` more, omega = queries / bank size, and the queries are matched
+    /// again. 0: one plain match.
+    pub occurrence: f32,
     /// The image being made wraps around (seamless tiles): patches cross its edges.
     pub wrap: bool,
     /// Guide channels of the image being made at this layer ([3, H, W], scaled as the bank's).
@@ -92,6 +97,7 @@ impl MrfLayer {
             stride,
             full_grid: false,
             gradient: MrfGradient::Sum,
+            occurrence: 0.0,
             wrap: false,
             style_ends: Vec::new(),
             guide: None,
@@ -125,7 +131,18 @@ impl MrfLayer {
         let (_, hb, wb) = map.dims3()?;
         let grid = Grid::new(hb, wb, k, self.stride, self.full_grid && !self.wrap);
         let queries = unfold_grid(&map, k, self.stride, &grid)?;
-        let matches = self.matcher.best(&queries)?;
+        let mut matches = self.matcher.best(&queries)?;
+        if self.occurrence > 0.0 {
+            let m = self.matcher.len();
+            let omega = queries.dim(0)? as f32 / m as f32;
+            // Cosine units: twice the distance's.
+            let per_use = 2.0 * self.occurrence / omega;
+            let mut penalty = vec![0f32; m];
+            for j in matches.index.to_vec1::<u32>()? {
+                penalty[j as usize] += per_use;
+            }
+            matches = self.matcher.best_penalised(&queries, &penalty)?;
+        }
         let (sums, sum_sq) = match paste_matches(&map, &self.bank, &matches.index, k, &grid)? {
             Some(r) => r,
             None => {
@@ -281,6 +298,45 @@ mod tests {
                 assert!(checked > 10, "{gradient:?} full {full_grid} wrap {wrap}");
             }
         }
+        Ok(())
+    }
+
+    /// The occurrence penalty spreads the matches over more of the bank: on a near-flat image
+    /// most patches are nearest the same few near-flat style patches; with the penalty, the
+    /// over-used ones give way and more distinct patches are used.
+    #[test]
+    fn occurrence_penalty_uses_more_patches() -> Result<()> {
+        let dev = Device::Cpu;
+        let noise = |n: usize, seed: u64, amp: f32| -> Vec<f32> {
+            let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    1.0 + amp * ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+                })
+                .collect()
+        };
+        let style = Tensor::from_vec(noise(2 * 12 * 12, 5, 0.2), (2, 12, 12), &dev)?;
+        let bank = unfold(&style, 3, 1)?;
+        let layer: LayerId = "relu3_1".parse().unwrap();
+        let image = Tensor::from_vec(noise(2 * 12 * 12, 6, 0.02), (1, 2, 12, 12), &dev)?;
+        let distinct = |occurrence: f32| -> Result<usize> {
+            let mut l = MrfLayer::new(
+                layer,
+                bank.clone(),
+                Box::new(ExactMatcher::new(&bank, 1 << 20)?),
+                1.0,
+                3,
+                1,
+            );
+            l.occurrence = occurrence;
+            l.loss_and_grad(&image)?;
+            Ok(l.last.distinct_used)
+        };
+        let (plain, spread) = (distinct(0.0)?, distinct(0.05)?);
+        assert!(spread > plain + plain / 2, "{plain} -> {spread}");
         Ok(())
     }
 

@@ -207,6 +207,22 @@ pub fn fold_grid(
     if grid.is_strided(h, w, k, stride) {
         return fold(patches, c, h, w, k, stride);
     }
+    if grid.is_empty() || !grid.fits(h, w, k) || patches.dims() != [grid.len(), c * k * k] {
+        candle_core::bail!(
+            "fold: patches {:?} do not fit the {k}x{k} grid of a {c}x{h}x{w} map",
+            patches.dims()
+        );
+    }
+    if patches.device().is_cpu() {
+        return patches.contiguous()?.apply_op1_no_bwd(&CpuFold {
+            c,
+            h,
+            w,
+            k,
+            grid: grid.clone(),
+        });
+    }
+    // Elsewhere: scatter into the stride-1 grid, then fold that.
     let rows = Tensor::from_vec(grid.dense_rows(w, k), grid.len(), patches.device())?;
     let dense = Tensor::zeros(
         (positions(h, k, 1) * positions(w, k, 1), c * k * k),
@@ -234,9 +250,13 @@ pub fn fold(
         );
     }
     if patches.device().is_cpu() {
-        return patches
-            .contiguous()?
-            .apply_op1_no_bwd(&CpuFold { c, h, w, k, stride });
+        return patches.contiguous()?.apply_op1_no_bwd(&CpuFold {
+            c,
+            h,
+            w,
+            k,
+            grid: Grid::new(h, w, k, stride, false),
+        });
     }
     #[cfg(feature = "cuda")]
     if patches.device().is_cuda() {
@@ -430,7 +450,8 @@ struct CpuFold {
     h: usize,
     w: usize,
     k: usize,
-    stride: usize,
+    /// Patch starts; checked to fit the map by the caller.
+    grid: Grid,
 }
 
 impl CustomOp1 for CpuFold {
@@ -440,16 +461,16 @@ impl CustomOp1 for CpuFold {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let p = contiguous_f32(s, l, "patches")?;
-        let CpuFold { c, h, w, k, stride } = *self;
-        let (ph, pw) = (positions(h, k, stride), positions(w, k, stride));
+        let CpuFold { c, h, w, k, .. } = *self;
+        let grid = &self.grid;
         let d = c * k * k;
         let mut out = vec![0f32; c * h * w];
         // One channel per task: no two tasks write the same place.
         out.par_chunks_mut(h * w)
             .enumerate()
             .for_each(|(ch, plane)| {
-                for n in 0..ph * pw {
-                    let (y0, x0) = ((n / pw) * stride, (n % pw) * stride);
+                for n in 0..grid.len() {
+                    let (y0, x0) = grid.corner(n);
                     let src = &p[n * d + ch * k * k..][..k * k];
                     for ky in 0..k {
                         let dst = &mut plane[(y0 + ky) * w + x0..][..k];
@@ -466,7 +487,41 @@ impl CustomOp1 for CpuFold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
+
+    /// `fold_grid` is the adjoint of `unfold_grid` (<unfold x, p> = <x, fold p>) on the strided
+    /// and the full grid, and the CPU fold of a full grid equals the stride-1 scatter and fold
+    /// that other devices run.
+    #[test]
+    fn fold_grid_is_the_adjoint_of_unfold_grid() -> Result<()> {
+        let dev = Device::Cpu;
+        let (c, h, w, k, s) = (3, 9, 10, 3, 2);
+        let x = Tensor::randn(0f32, 1., (c, h, w), &dev)?;
+        for full in [false, true] {
+            let grid = Grid::new(h, w, k, s, full);
+            let p = Tensor::randn(0f32, 1., (grid.len(), c * k * k), &dev)?;
+            let lhs = (unfold_grid(&x, k, s, &grid)? * &p)?
+                .sum_all()?
+                .to_scalar::<f32>()?;
+            let folded = fold_grid(&p, c, h, w, k, s, &grid)?;
+            let rhs = (&x * &folded)?.sum_all()?.to_scalar::<f32>()?;
+            assert!(
+                (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
+                "{lhs} vs {rhs}"
+            );
+            let rows = Tensor::from_vec(grid.dense_rows(w, k), grid.len(), &dev)?;
+            let dense = Tensor::zeros(
+                (positions(h, k, 1) * positions(w, k, 1), c * k * k),
+                DType::F32,
+                &dev,
+            )?
+            .index_add(&rows, &p, 0)?;
+            let generic = fold(&dense, c, h, w, k, 1)?;
+            let diff = (folded - generic)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-5, "full {full}: {diff}");
+        }
+        Ok(())
+    }
 
     /// The fused paste equals the tensor ops it replaces, on the strided and the full grid, with
     /// a channel count that is not a whole number of task blocks.

@@ -78,7 +78,7 @@ pub fn level_peak_bytes(
     let history = lbfgs_history(params.history, pixels) as u64;
     let optimiser = (2 * history + 8) * 3 * pixels * 4;
     let mut banks = 0u64;
-    if params.prior.uses_mrf() {
+    if params.prior.uses_patches() {
         for &l in &params.mrf_layers {
             let dim = channels(l.index()) * (params.patch_size * params.patch_size) as u64;
             let m =

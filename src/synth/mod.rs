@@ -17,8 +17,9 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::image_io::{resize, RgbImageF32};
-use crate::matcher::{self, ApproxMatcher, ApproxOptions, PatchMatcher};
+use crate::matcher::{self, ApproxMatcher, ApproxOptions, ExactMatcher, PatchMatcher};
 use crate::optim::{Adam, Control, Lbfgs, LineSearch, OptimResult, Optimizer, StepInfo};
+use crate::prior::correspondence::{Assignment, CorrespondenceLayer, CorrespondencePrior};
 use crate::prior::gram::GramPrior;
 use crate::prior::mrf::{MrfLayer, MrfPrior, MrfStats};
 use crate::prior::{ContentLoss, FeatureLoss};
@@ -127,7 +128,7 @@ fn check_sizes(
 ) -> anyhow::Result<()> {
     let min_out = min_side(
         deepest,
-        if params.prior.uses_mrf() {
+        if params.prior.uses_patches() {
             params.patch_size
         } else {
             1
@@ -142,7 +143,7 @@ fn check_sizes(
             min_out
         );
     }
-    if !params.prior.uses_mrf() {
+    if !params.prior.uses_patches() {
         return Ok(());
     }
     let mrf_deepest = *params.mrf_layers.iter().max().expect("validated non-empty");
@@ -253,6 +254,14 @@ fn level_priors<'a>(
             style_patches.push(total);
             let row_weights = match_bias(blend, &ends, bank.device())?;
             let matcher: Box<dyn PatchMatcher> = match params.matcher {
+                // The occurrence penalty needs the tensor matcher's penalised search (any device).
+                MatcherKind::Exact if params.occurrence > 0.0 => {
+                    let m = ExactMatcher::new(&bank, params.match_budget)?;
+                    Box::new(match &row_weights {
+                        Some(w) => m.with_row_weights(w)?,
+                        None => m,
+                    })
+                }
                 MatcherKind::Exact => matcher::exact_for(
                     &bank,
                     params.match_budget,
@@ -279,6 +288,7 @@ fn level_priors<'a>(
             l.style_ends = ends;
             l.full_grid = params.full_grid;
             l.gradient = params.mrf_gradient;
+            l.occurrence = params.occurrence;
             if let Some(g) = &params.guides {
                 let d = layer.downsampling();
                 let (fw, fh) = ((level.width >> d) as usize, (level.height >> d) as usize);
@@ -293,6 +303,47 @@ fn level_priors<'a>(
             layers.push(l);
         }
         priors.push(Box::new(MrfPrior { layers }));
+    }
+    if params.prior == PriorKind::Correspondence {
+        let variants: Vec<RgbImageF32> = level_styles
+            .iter()
+            .flat_map(|s| augment::variants(s, params.rotations, params.scales))
+            .collect();
+        let (banks, _) = style::guided_mrf_banks(
+            vgg,
+            &variants,
+            None,
+            0.0,
+            &params.mrf_layers,
+            style::BankCut {
+                patch: params.patch_size,
+                stride: params.style_stride,
+                full_grid: params.full_grid,
+                mirror: params.mirror_style,
+            },
+        )?;
+        let assignment = Assignment {
+            bandwidth: params.gc_bandwidth,
+            occurrence: params.occurrence,
+            top_k: params.gc_top_k,
+        };
+        let mut layers = Vec::new();
+        for (layer, bank) in params.mrf_layers.iter().zip(&banks) {
+            style_patches.push(bank.dim(0)?);
+            let mut l = CorrespondenceLayer::new(
+                *layer,
+                bank,
+                params.mrf_weight,
+                params.patch_size,
+                params.stride,
+                assignment,
+                params.seed,
+            )?;
+            l.max_queries = params.gc_max_queries;
+            l.full_grid = params.full_grid;
+            layers.push(l);
+        }
+        priors.push(Box::new(CorrespondencePrior { layers }));
     }
     if params.prior.uses_gram() {
         let feats = level_styles
@@ -373,7 +424,7 @@ pub fn plan(
         .map(|s| (s.width, s.height))
         .min_by_key(|(w, h)| w * h)
         .expect("non-empty");
-    let mrf_layers: &[LayerId] = if params.prior.uses_mrf() {
+    let mrf_layers: &[LayerId] = if params.prior.uses_patches() {
         &params.mrf_layers
     } else {
         &[]
@@ -385,7 +436,7 @@ pub fn plan(
         params.level_ratio,
         mrf_layers,
         deepest,
-        if params.prior.uses_mrf() {
+        if params.prior.uses_patches() {
             params.patch_size
         } else {
             1
@@ -798,6 +849,7 @@ fn optimizer_for(params: &Params, pixels: u64) -> Box<dyn Optimizer> {
         }),
         OptimizerKind::Adam => Box::new(Adam {
             max_iter: params.iterations,
+            lr: params.learning_rate,
             ..Adam::default()
         }),
     }

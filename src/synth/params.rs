@@ -18,11 +18,21 @@ pub enum PriorKind {
     Gram,
     #[serde(rename = "mrf+gram")]
     MrfGram,
+    /// The guided correspondence loss (Zhou et al. 2023): soft assignment with an occurrence
+    /// penalty, over the patch settings of the MRF prior.
+    #[serde(rename = "gc")]
+    Correspondence,
 }
 
 impl PriorKind {
+    /// CNNMRF's hard nearest-neighbour prior.
     pub fn uses_mrf(self) -> bool {
         matches!(self, PriorKind::Mrf | PriorKind::MrfGram)
+    }
+    /// A prior over patches of the sample's features (MRF or guided correspondence): the patch
+    /// layers, size and strides apply.
+    pub fn uses_patches(self) -> bool {
+        self.uses_mrf() || self == PriorKind::Correspondence
     }
     pub fn uses_gram(self) -> bool {
         matches!(self, PriorKind::Gram | PriorKind::MrfGram)
@@ -32,6 +42,7 @@ impl PriorKind {
             PriorKind::Mrf => "mrf",
             PriorKind::Gram => "gram",
             PriorKind::MrfGram => "mrf+gram",
+            PriorKind::Correspondence => "gc",
         }
     }
 }
@@ -43,8 +54,9 @@ impl std::str::FromStr for PriorKind {
             "mrf" => Ok(PriorKind::Mrf),
             "gram" => Ok(PriorKind::Gram),
             "mrf+gram" | "gram+mrf" => Ok(PriorKind::MrfGram),
+            "gc" => Ok(PriorKind::Correspondence),
             _ => Err(format!(
-                "unknown prior '{s}' (expected mrf, gram or mrf+gram)"
+                "unknown prior '{s}' (expected mrf, gram, mrf+gram or gc)"
             )),
         }
     }
@@ -116,6 +128,10 @@ impl std::str::FromStr for MatcherKind {
     }
 }
 
+/// Weight per layer of the guided correspondence prior: its loss per patch is O(1), so it
+/// needs a far larger weight than CNNMRF's squared feature distances to stand against TV.
+pub const GC_WEIGHT: f64 = 1.0;
+
 /// neural-style's content weight, used when the Gram prior runs alone.
 pub const GRAM_CONTENT_WEIGHT: f64 = 5.0;
 
@@ -180,7 +196,16 @@ pub struct Params {
     pub stride: usize,
     /// Stride at which style patches are cut (CNNMRF's `mrf_sample_stride`).
     pub style_stride: usize,
+    /// Weight per layer of the patch prior (MRF or guided correspondence).
     pub mrf_weight: f64,
+    /// Occurrence penalty: a sample patch used more than its share costs this much more per
+    /// multiple of its share (guided correspondence; also offered to MRF matching). 0: off.
+    pub occurrence: f32,
+    /// Guided correspondence: bandwidth h, the top-k restriction (0: all patches) and the most
+    /// queries drawn per layer and evaluation (0: all).
+    pub gc_bandwidth: f32,
+    pub gc_top_k: usize,
+    pub gc_max_queries: usize,
     #[serde(serialize_with = "layer_name")]
     pub content_layer: LayerId,
     pub content_weight: f64,
@@ -196,6 +221,8 @@ pub struct Params {
     /// L-BFGS: largest pixel change of a first step (no curvature known yet); None: Torch's
     /// `min(1, 1/|g|_1)`.
     pub first_step_px: Option<f32>,
+    /// Adam: step size in grey levels (0..255) per iteration.
+    pub learning_rate: f32,
     /// How MRF matches become a gradient.
     pub mrf_gradient: MrfGradient,
     /// MRF patch grids also take the last row and column of starts (CNNMRF's `flag_all`).
@@ -249,6 +276,10 @@ impl Default for Params {
             stride: 2,
             style_stride: 2,
             mrf_weight: 1e-4,
+            occurrence: 0.0,
+            gc_bandwidth: 0.5,
+            gc_top_k: 0,
+            gc_max_queries: 1024,
             content_layer: "relu4_2".parse().expect("valid name"),
             content_weight: 2e1,
             tv_weight: 1e-3,
@@ -259,6 +290,7 @@ impl Default for Params {
             history: 25,
             line_search: false,
             first_step_px: None,
+            learning_rate: 1.0,
             mrf_gradient: MrfGradient::Average,
             full_grid: true,
             mirror_style: false,
@@ -286,6 +318,32 @@ impl Params {
                 preset,
                 ..Params::default()
             },
+        }
+    }
+
+    /// The defaults of a preset for `prior`: the guided correspondence prior brings its paper's
+    /// patch settings (7x7 patches at stride 3 on relu2_1, relu3_1 and relu4_1, occurrence
+    /// penalty 0.05), its optimisation (Adam from noise, no TV) and its own weight.
+    pub fn preset_for(preset: Preset, prior: PriorKind) -> Params {
+        let base = Params {
+            prior,
+            ..Params::preset(preset)
+        };
+        if prior != PriorKind::Correspondence {
+            return base;
+        }
+        Params {
+            mrf_layers: LayerId::parse_list("relu2_1,relu3_1,relu4_1").expect("valid names"),
+            patch_size: 7,
+            stride: 3,
+            style_stride: 3,
+            mrf_weight: GC_WEIGHT,
+            occurrence: 0.05,
+            // The paper's optimisation: Adam from noise, no TV term.
+            optimizer: OptimizerKind::Adam,
+            init: Init::Noise,
+            tv_weight: 0.0,
+            ..base
         }
     }
 
@@ -344,10 +402,34 @@ impl Params {
         if self.rotations > 12 || self.scales > 10 {
             bail!("--rotations must be <= 12 and --scales <= 10");
         }
+        if !(self.learning_rate.is_finite()
+            && self.learning_rate > 0.0
+            && self.learning_rate <= 255.0)
+        {
+            bail!(
+                "--learning-rate must be in (0, 255], got {}",
+                self.learning_rate
+            );
+        }
         if self.history == 0 || self.history > 1000 {
             bail!("--history must be between 1 and 1000, got {}", self.history);
         }
-        if self.prior.uses_mrf() && self.mrf_layers.is_empty() {
+        if !(self.occurrence.is_finite() && self.occurrence >= 0.0) {
+            bail!(
+                "--occurrence must be a finite number >= 0, got {}",
+                self.occurrence
+            );
+        }
+        if self.occurrence > 0.0 && self.prior.uses_mrf() && self.matcher != MatcherKind::Exact {
+            bail!("--occurrence with the MRF prior needs --matcher exact");
+        }
+        if !(self.gc_bandwidth.is_finite() && self.gc_bandwidth > 0.0) {
+            bail!(
+                "--gc-bandwidth must be a finite number > 0, got {}",
+                self.gc_bandwidth
+            );
+        }
+        if self.prior.uses_patches() && self.mrf_layers.is_empty() {
             bail!("at least one MRF layer is needed");
         }
         if self.prior.uses_gram() && self.gram_layers.is_empty() {
@@ -366,7 +448,7 @@ impl Params {
     pub fn deepest_style_layer(&self) -> LayerId {
         let mrf = self
             .prior
-            .uses_mrf()
+            .uses_patches()
             .then(|| self.mrf_layers.iter().max())
             .flatten();
         let gram = self
