@@ -90,9 +90,14 @@ fn report_has_everything_and_metrics_agree() {
         }
     }
 
-    // Headless Chromium, where installed, renders the page.
+    // Headless Chromium, where installed, renders the page. CI installs it and sets
+    // MRFSYNTH_REQUIRE_BROWSER=1: there a missing browser fails the test.
     let chromium = Path::new("/usr/bin/chromium");
     if !chromium.exists() {
+        assert!(
+            std::env::var("MRFSYNTH_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "MRFSYNTH_REQUIRE_BROWSER=1 but /usr/bin/chromium is not installed"
+        );
         eprintln!("skipping the browser check: /usr/bin/chromium is not installed");
         return;
     }

@@ -50,6 +50,16 @@ fn the_cnnmrf_preset_sets_the_originals_choices() {
 }
 
 #[test]
+fn the_fast_preset_halves_the_finest_levels_iterations() {
+    let p = sidecar_params(&["--preset", "fast"]);
+    assert_eq!(p["preset"], "fast");
+    assert_eq!(p["finest_iterations"], 50);
+    assert_eq!(p["init"], "mean");
+    let d = sidecar_params(&[]);
+    assert!(d["finest_iterations"].is_null(), "{d}");
+}
+
+#[test]
 fn explicit_flags_override_the_preset() {
     let p = sidecar_params(&[
         "--preset",
@@ -68,6 +78,8 @@ fn explicit_flags_override_the_preset() {
         "noise",
         "--style-stride",
         "1",
+        "--finest-iterations",
+        "1",
     ]);
     assert_eq!(p["preset"], "cnnmrf");
     assert_eq!(p["history"], 7);
@@ -77,6 +89,7 @@ fn explicit_flags_override_the_preset() {
     assert_eq!(p["mirror_style"], true);
     assert_eq!(p["init"], "noise");
     assert_eq!(p["style_stride"], 1);
+    assert_eq!(p["finest_iterations"], 1);
 }
 
 #[test]
@@ -152,6 +165,7 @@ fn bad_preset_values_are_one_line_usage_errors() {
         ["--occurrence", "-1"],
         ["--gc-bandwidth", "0"],
         ["--learning-rate", "0"],
+        ["--finest-iterations", "0"],
     ] {
         let o = common::mrfsynth()
             .args(["--quiet", "texture", "-o"])

@@ -97,10 +97,10 @@ fn tiled_output_shows_no_seams_and_keeps_its_quality() {
     let opts = MetricsOptions::default();
     let m_tiled = metrics::compute(&vgg, &tiled.image, &style, None, &opts).unwrap();
     let m_whole = metrics::compute(&vgg, &whole.image, &style, None, &opts).unwrap();
-    // Measured: 25133 tiled, 42041 whole.
+    // Measured on ihc: 25133 tiled, 42041 whole (on grass, within 6%).
     eprintln!("SWD tiled {:.0}, whole {:.0}", m_tiled.swd, m_whole.swd);
     assert!(
-        m_tiled.swd < 1.25 * m_whole.swd,
+        m_tiled.swd < 1.1 * m_whole.swd,
         "tiles lost quality: SWD {:.0} vs {:.0} in one piece",
         m_tiled.swd,
         m_whole.swd

@@ -84,6 +84,9 @@ pub struct SynthArgs {
     /// Optimiser iterations per level.
     #[arg(long, default_value_t = 100)]
     pub iterations: usize,
+    /// Iterations at the finest level, where they cost the most (default: --iterations).
+    #[arg(long, value_name = "N")]
+    pub finest_iterations: Option<usize>,
     /// Image prior: mrf (CNNMRF, the default), gram (Gatys et al.), mrf+gram, or gc (guided
     /// correspondence, Zhou et al. 2023: soft patch assignment with an occurrence penalty;
     /// brings its own patch defaults, 7x7 at stride 3 on relu2_1,relu3_1,relu4_1).
@@ -141,11 +144,12 @@ pub struct SynthArgs {
     /// Optimiser (default: lbfgs; adam for --prior gc, as its paper).
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerArg>,
-    /// A named set of defaults: default (ours), or cnnmrf (the original CNNMRF code's choices:
-    /// flat mean-grey start, L-BFGS history 25 without line search, averaged target maps, grids
-    /// with the last row and column, no mirror padding, every pyramid level). Flags given
+    /// A named set of defaults: default (ours, today the same as cnnmrf), cnnmrf (the original
+    /// CNNMRF code's choices: flat mean-grey start, L-BFGS history 25 without line search,
+    /// averaged target maps, grids with the last row and column, no mirror padding, every
+    /// pyramid level), or fast (the default with 50 iterations at the finest level). Flags given
     /// explicitly override the preset.
-    #[arg(long, default_value = "default", value_name = "default|cnnmrf")]
+    #[arg(long, default_value = "default", value_name = "default|cnnmrf|fast")]
     pub preset: String,
     /// Adam step size in grey levels per iteration (default 1).
     #[arg(long, value_name = "LR")]

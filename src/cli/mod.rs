@@ -233,6 +233,7 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
         levels: a.levels,
         level_ratio: a.level_ratio,
         iterations: a.iterations,
+        finest_iterations: a.finest_iterations.or(base.finest_iterations),
         mrf_layers: match &a.mrf_layers {
             Some(l) => layers(l, "--mrf-layers")?,
             None => base.mrf_layers.clone(),

@@ -522,6 +522,11 @@ pub fn run(
     let mut interrupted = false;
     for (li, level) in levels.iter().enumerate() {
         let level_start = Instant::now();
+        let level_params = Params {
+            iterations: params.level_iterations(li + 1 == levels.len()),
+            ..params.clone()
+        };
+        let params = &level_params;
         if (image.width, image.height) != (level.width, level.height) {
             image = resize(&image, level.width, level.height);
         }
