@@ -147,9 +147,18 @@ fn kernel_finds_the_cpu_matches_on_real_vgg_features() {
             .unwrap();
         let f32_equal = check_against_cpu(&queries, &bank, DType::F32, 1e-5, &gpu);
         let f16_equal = check_against_cpu(&queries, &bank, DType::F16, 2e-3, &gpu);
-        eprintln!("{}: equal f32 {f32_equal} f16 {f16_equal}", layer.name());
+        let bf16_equal = check_against_cpu(&queries, &bank, DType::BF16, 1e-2, &gpu);
+        eprintln!(
+            "{}: equal f32 {f32_equal} f16 {f16_equal} bf16 {bf16_equal}",
+            layer.name()
+        );
         assert!(f32_equal >= 0.99, "{layer:?} f32: only {f32_equal} equal");
-        assert!(f16_equal >= 0.95, "{layer:?} f16: only {f16_equal} equal");
+        // The README and `BankPrecision` claim 99.7-100% on real queries (measured on an H200).
+        assert!(f16_equal >= 0.99, "{layer:?} f16: only {f16_equal} equal");
+        assert!(
+            bf16_equal >= 0.99,
+            "{layer:?} bf16: only {bf16_equal} equal"
+        );
     }
 }
 

@@ -239,6 +239,29 @@ fn several_exemplars_share_one_bank_and_the_sidecar_says_how_much_of_each() {
             "{shares:?}"
         );
     }
+    // One bank holds both samples' patches: twice the patches of one 256 px sample alone.
+    let single_out = dir.path().join("single.png");
+    let o = texture_cmd(
+        &single_out,
+        0,
+        &common::fetched_image_at("ihc", 256, dir.path()),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let single: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(single_out.with_extension("json")).unwrap()).unwrap();
+    let banks = |side: &serde_json::Value| -> Vec<u64> {
+        side["levels"][0]["mrf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["bank_size"].as_u64().unwrap())
+            .collect()
+    };
+    let (mixed, one) = (banks(&side), banks(&single));
+    assert_eq!(mixed.len(), one.len());
+    for (m, o) in mixed.iter().zip(&one) {
+        assert!(*o > 0 && *m == 2 * o, "bank {m} vs one sample's {o}");
+    }
 }
 
 /// `--style-blend` biases MRF matching: down-weighting one exemplar lowers the share of

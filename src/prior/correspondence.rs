@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use super::mrf::MrfStats;
 use super::patches::{fold_grid, fold_overhang, unfold_grid, wrap_pad, Grid};
-use super::{feature, FeatureLoss, Term};
+use super::{layer_terms, FeatureLoss, LayerLoss, Term};
 use crate::vgg::LayerId;
 
 /// Floor of the smallest distance in the relative distance: a query that equals a sample patch
@@ -300,6 +300,15 @@ fn argmax(values: impl Iterator<Item = f32>) -> usize {
     at
 }
 
+impl LayerLoss for CorrespondenceLayer {
+    fn layer(&self) -> LayerId {
+        self.layer
+    }
+    fn loss_and_grad(&mut self, f: &Tensor) -> Result<(f64, Tensor)> {
+        CorrespondenceLayer::loss_and_grad(self, f)
+    }
+}
+
 /// The guided correspondence prior over several layers.
 pub struct CorrespondencePrior {
     pub layers: Vec<CorrespondenceLayer>,
@@ -311,18 +320,7 @@ impl FeatureLoss for CorrespondencePrior {
     }
 
     fn eval(&mut self, features: &BTreeMap<LayerId, Tensor>) -> Result<Vec<Term>> {
-        self.layers
-            .iter_mut()
-            .map(|l| {
-                let (loss, grad) = l.loss_and_grad(feature(features, l.layer)?)?;
-                Ok(Term {
-                    name: "gc",
-                    layer: l.layer,
-                    loss,
-                    grad,
-                })
-            })
-            .collect()
+        layer_terms("gc", &mut self.layers, features)
     }
 
     fn set_wrap(&mut self, wrap: bool) {
@@ -340,17 +338,7 @@ mod tests {
     use crate::prior::patches::unfold;
     use candle_core::Device;
 
-    fn pseudo(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32
-            })
-            .collect()
-    }
+    use crate::prior::pseudo_random as pseudo;
 
     /// The closed-form gradient agrees with central differences (the assignment's argmins and
     /// occurrence counts are held by small steps), with and without the occurrence penalty and

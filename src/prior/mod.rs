@@ -43,10 +43,51 @@ pub trait FeatureLoss: Send {
     }
 }
 
+/// A loss on one layer's features alone (the patch priors' layers).
+pub(crate) trait LayerLoss {
+    fn layer(&self) -> LayerId;
+    /// Loss and gradient for features [1, C, H, W].
+    fn loss_and_grad(&mut self, f: &Tensor) -> Result<(f64, Tensor)>;
+}
+
+/// Every layer's term, named `name`.
+pub(crate) fn layer_terms<L: LayerLoss>(
+    name: &'static str,
+    layers: &mut [L],
+    features: &BTreeMap<LayerId, Tensor>,
+) -> Result<Vec<Term>> {
+    layers
+        .iter_mut()
+        .map(|l| {
+            let (loss, grad) = l.loss_and_grad(feature(features, l.layer())?)?;
+            Ok(Term {
+                name,
+                layer: l.layer(),
+                loss,
+                grad,
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn feature(features: &BTreeMap<LayerId, Tensor>, layer: LayerId) -> Result<&Tensor> {
     features
         .get(&layer)
         .ok_or_else(|| candle_core::Error::Msg(format!("features of {layer} were not computed")))
+}
+
+/// Deterministic pseudo-random values in [0, 1) for the priors' unit tests (xorshift).
+#[cfg(test)]
+pub(crate) fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
 }
 
 /// Sum of squares accumulated in f64: energies are compared across line-search steps.

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use candle_core::{Result, Tensor};
 
 use super::patches::{fold_grid, fold_overhang, paste_matches, unfold_grid, wrap_pad, Grid};
-use super::{feature, sum_sq_f64, FeatureLoss, Term};
+use super::{layer_terms, sum_sq_f64, FeatureLoss, LayerLoss, Term};
 use crate::matcher::PatchMatcher;
 use crate::vgg::LayerId;
 
@@ -214,6 +214,15 @@ impl MrfLayer {
     }
 }
 
+impl LayerLoss for MrfLayer {
+    fn layer(&self) -> LayerId {
+        self.layer
+    }
+    fn loss_and_grad(&mut self, f: &Tensor) -> Result<(f64, Tensor)> {
+        MrfLayer::loss_and_grad(self, f)
+    }
+}
+
 /// The MRF prior over several layers.
 pub struct MrfPrior {
     pub layers: Vec<MrfLayer>,
@@ -225,18 +234,7 @@ impl FeatureLoss for MrfPrior {
     }
 
     fn eval(&mut self, features: &BTreeMap<LayerId, Tensor>) -> Result<Vec<Term>> {
-        self.layers
-            .iter_mut()
-            .map(|l| {
-                let (loss, grad) = l.loss_and_grad(feature(features, l.layer)?)?;
-                Ok(Term {
-                    name: "mrf",
-                    layer: l.layer,
-                    loss,
-                    grad,
-                })
-            })
-            .collect()
+        layer_terms("mrf", &mut self.layers, features)
     }
 
     fn set_wrap(&mut self, wrap: bool) {
@@ -263,17 +261,7 @@ mod tests {
         let dev = Device::Cpu;
         // Seeded values, and a synthesis map that is the style plus a little noise: every query
         // has one clear best match, which no finite-difference step flips.
-        let pseudo = |n: usize, seed: u64| -> Vec<f32> {
-            let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            (0..n)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    (s >> 40) as f32 / (1u64 << 24) as f32
-                })
-                .collect()
-        };
+        let pseudo = crate::prior::pseudo_random;
         let style = Tensor::from_vec(pseudo(4 * 9 * 9, 1), (4, 9, 9), &dev)?;
         let bank = unfold(&style, 3, 2)?;
         let layer: LayerId = "relu3_1".parse().unwrap();
@@ -308,15 +296,8 @@ mod tests {
     fn occurrence_penalty_uses_more_patches() -> Result<()> {
         let dev = Device::Cpu;
         let noise = |n: usize, seed: u64, amp: f32| -> Vec<f32> {
-            let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            (0..n)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    1.0 + amp * ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
-                })
-                .collect()
+            let u = crate::prior::pseudo_random(n, seed);
+            u.into_iter().map(|u| 1.0 + amp * (u - 0.5)).collect()
         };
         let style = Tensor::from_vec(noise(2 * 12 * 12, 5, 0.2), (2, 12, 12), &dev)?;
         let bank = unfold(&style, 3, 1)?;

@@ -198,6 +198,16 @@ fn match_bias(
     Tensor::from_vec(w, ends.last().copied().unwrap_or(0), device).map(Some)
 }
 
+/// How the patch priors cut the sample's patches.
+fn bank_cut(params: &Params) -> style::BankCut {
+    style::BankCut {
+        patch: params.patch_size,
+        stride: params.style_stride,
+        full_grid: params.full_grid,
+        mirror: params.mirror_style,
+    }
+}
+
 /// The priors of one level, built at that level's scale.
 fn level_priors<'a>(
     vgg: &Vgg19,
@@ -231,12 +241,7 @@ fn level_priors<'a>(
                 maps.as_deref(),
                 weight,
                 &params.mrf_layers,
-                style::BankCut {
-                    patch: params.patch_size,
-                    stride: params.style_stride,
-                    full_grid: params.full_grid,
-                    mirror: params.mirror_style,
-                },
+                bank_cut(params),
             )?;
             per_style.push(banks);
             map_scales.push(scales);
@@ -315,12 +320,7 @@ fn level_priors<'a>(
             None,
             0.0,
             &params.mrf_layers,
-            style::BankCut {
-                patch: params.patch_size,
-                stride: params.style_stride,
-                full_grid: params.full_grid,
-                mirror: params.mirror_style,
-            },
+            bank_cut(params),
         )?;
         let assignment = Assignment {
             bandwidth: params.gc_bandwidth,
