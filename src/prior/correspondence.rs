@@ -16,8 +16,6 @@
 //! The loss is summed over queries (scaled up when only a random subset is drawn), so that its
 //! balance with the total-variation term does not change with the image size.
 
-use std::collections::BTreeMap;
-
 use candle_core::{DType, Result, Tensor};
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -26,7 +24,7 @@ use rayon::prelude::*;
 
 use super::mrf::MrfStats;
 use super::patches::{fold_grid, fold_overhang, unfold_grid, wrap_pad, Grid};
-use super::{layer_terms, FeatureLoss, LayerLoss, Term};
+use super::{LayerLoss, LayerPrior};
 use crate::vgg::LayerId;
 
 /// Floor of the smallest distance in the relative distance: a query that equals a sample patch
@@ -301,36 +299,23 @@ fn argmax(values: impl Iterator<Item = f32>) -> usize {
 }
 
 impl LayerLoss for CorrespondenceLayer {
+    const NAME: &'static str = "gc";
     fn layer(&self) -> LayerId {
         self.layer
     }
     fn loss_and_grad(&mut self, f: &Tensor) -> Result<(f64, Tensor)> {
         CorrespondenceLayer::loss_and_grad(self, f)
     }
+    fn set_wrap(&mut self, wrap: bool) {
+        self.wrap = wrap;
+    }
+    fn stats(&self) -> MrfStats {
+        self.last.clone()
+    }
 }
 
 /// The guided correspondence prior over several layers.
-pub struct CorrespondencePrior {
-    pub layers: Vec<CorrespondenceLayer>,
-}
-
-impl FeatureLoss for CorrespondencePrior {
-    fn layers(&self) -> Vec<LayerId> {
-        self.layers.iter().map(|l| l.layer).collect()
-    }
-
-    fn eval(&mut self, features: &BTreeMap<LayerId, Tensor>) -> Result<Vec<Term>> {
-        layer_terms("gc", &mut self.layers, features)
-    }
-
-    fn set_wrap(&mut self, wrap: bool) {
-        self.layers.iter_mut().for_each(|l| l.wrap = wrap);
-    }
-
-    fn mrf_stats(&self) -> Option<Vec<MrfStats>> {
-        Some(self.layers.iter().map(|l| l.last.clone()).collect())
-    }
-}
+pub type CorrespondencePrior = LayerPrior<CorrespondenceLayer>;
 
 #[cfg(test)]
 mod tests {

@@ -43,31 +43,51 @@ pub trait FeatureLoss: Send {
     }
 }
 
-/// A loss on one layer's features alone (the patch priors' layers).
-pub(crate) trait LayerLoss {
+/// A loss on one layer's features alone (a layer of a patch prior).
+pub trait LayerLoss: Send {
+    /// The term's name in the loss report.
+    const NAME: &'static str;
     fn layer(&self) -> LayerId;
     /// Loss and gradient for features [1, C, H, W].
     fn loss_and_grad(&mut self, f: &Tensor) -> Result<(f64, Tensor)>;
+    fn set_wrap(&mut self, wrap: bool);
+    /// Matching statistics of the last evaluation.
+    fn stats(&self) -> MrfStats;
 }
 
-/// Every layer's term, named `name`.
-pub(crate) fn layer_terms<L: LayerLoss>(
-    name: &'static str,
-    layers: &mut [L],
-    features: &BTreeMap<LayerId, Tensor>,
-) -> Result<Vec<Term>> {
-    layers
-        .iter_mut()
-        .map(|l| {
-            let (loss, grad) = l.loss_and_grad(feature(features, l.layer())?)?;
-            Ok(Term {
-                name,
-                layer: l.layer(),
-                loss,
-                grad,
+/// A prior that is the sum of independent per-layer losses (the MRF and guided correspondence
+/// priors).
+pub struct LayerPrior<L> {
+    pub layers: Vec<L>,
+}
+
+impl<L: LayerLoss> FeatureLoss for LayerPrior<L> {
+    fn layers(&self) -> Vec<LayerId> {
+        self.layers.iter().map(|l| l.layer()).collect()
+    }
+
+    fn eval(&mut self, features: &BTreeMap<LayerId, Tensor>) -> Result<Vec<Term>> {
+        self.layers
+            .iter_mut()
+            .map(|l| {
+                let (loss, grad) = l.loss_and_grad(feature(features, l.layer())?)?;
+                Ok(Term {
+                    name: L::NAME,
+                    layer: l.layer(),
+                    loss,
+                    grad,
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
+
+    fn set_wrap(&mut self, wrap: bool) {
+        self.layers.iter_mut().for_each(|l| l.set_wrap(wrap));
+    }
+
+    fn mrf_stats(&self) -> Option<Vec<MrfStats>> {
+        Some(self.layers.iter().map(|l| l.stats()).collect())
+    }
 }
 
 pub(crate) fn feature(features: &BTreeMap<LayerId, Tensor>, layer: LayerId) -> Result<&Tensor> {

@@ -12,12 +12,10 @@
 //!   gradient at a position is w/c times the sum of (Q_n - P_j(n)) over the patches covering it:
 //!   positions covered by more patches are pulled harder (a stride-periodic weighting).
 
-use std::collections::BTreeMap;
-
 use candle_core::{Result, Tensor};
 
 use super::patches::{fold_grid, fold_overhang, paste_matches, unfold_grid, wrap_pad, Grid};
-use super::{layer_terms, sum_sq_f64, FeatureLoss, LayerLoss, Term};
+use super::{sum_sq_f64, LayerLoss, LayerPrior};
 use crate::matcher::PatchMatcher;
 use crate::vgg::LayerId;
 
@@ -215,36 +213,23 @@ impl MrfLayer {
 }
 
 impl LayerLoss for MrfLayer {
+    const NAME: &'static str = "mrf";
     fn layer(&self) -> LayerId {
         self.layer
     }
     fn loss_and_grad(&mut self, f: &Tensor) -> Result<(f64, Tensor)> {
         MrfLayer::loss_and_grad(self, f)
     }
+    fn set_wrap(&mut self, wrap: bool) {
+        self.wrap = wrap;
+    }
+    fn stats(&self) -> MrfStats {
+        self.last.clone()
+    }
 }
 
 /// The MRF prior over several layers.
-pub struct MrfPrior {
-    pub layers: Vec<MrfLayer>,
-}
-
-impl FeatureLoss for MrfPrior {
-    fn layers(&self) -> Vec<LayerId> {
-        self.layers.iter().map(|l| l.layer).collect()
-    }
-
-    fn eval(&mut self, features: &BTreeMap<LayerId, Tensor>) -> Result<Vec<Term>> {
-        layer_terms("mrf", &mut self.layers, features)
-    }
-
-    fn set_wrap(&mut self, wrap: bool) {
-        self.layers.iter_mut().for_each(|l| l.wrap = wrap);
-    }
-
-    fn mrf_stats(&self) -> Option<Vec<MrfStats>> {
-        Some(self.layers.iter().map(|l| l.last.clone()).collect())
-    }
-}
+pub type MrfPrior = LayerPrior<MrfLayer>;
 
 #[cfg(test)]
 mod tests {
