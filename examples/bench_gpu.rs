@@ -41,11 +41,11 @@ fn main() -> anyhow::Result<()> {
         if shared.is_file() {
             shared
         } else {
-            mrfsynth::samples::default_sample().expect("no sample image")
+            mrfsynth::assets::samples::default_sample().expect("no sample image")
         }
     });
     let img = load_rgb(&sample, &LoadLimits::default())?;
-    let weights = mrfsynth::weights::load(None, false)?;
+    let weights = mrfsynth::assets::weights::load(None, false)?;
     let vgg = Vgg19::new(&weights, Pooling::Max, &gpu)?;
     println!("sample {} ({}x{})", sample.display(), img.width, img.height);
     println!(

@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         None => vec![256, 512],
     };
     let sweep = std::env::var("BENCH_SWEEP").is_ok_and(|v| v == "1");
-    let weights = mrfsynth::weights::load(None, true)?;
+    let weights = mrfsynth::assets::weights::load(None, true)?;
     let vgg = Vgg19::new(&weights, Pooling::Max, &Device::Cpu)?;
     let layers = LayerId::parse_list("relu3_1,relu4_1").map_err(anyhow::Error::msg)?;
     let limits = LoadLimits::default();

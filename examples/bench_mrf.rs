@@ -6,7 +6,7 @@
 
 // The allocator the CLI runs with (it keeps large buffers between evaluations).
 #[global_allocator]
-static ALLOC: mrfsynth::block_cache::BlockCache = mrfsynth::block_cache::BlockCache;
+static ALLOC: mrfsynth::cpu::block_cache::BlockCache = mrfsynth::cpu::block_cache::BlockCache;
 
 use std::time::Instant;
 
@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "../shared/images/grass.png".into());
     let evals: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
     let style_img = load_rgb(sample.as_ref(), &LoadLimits::default())?;
-    let weights = mrfsynth::weights::load(None, true)?;
+    let weights = mrfsynth::assets::weights::load(None, true)?;
     let vgg = Vgg19::new(&weights, Pooling::Max, &Device::Cpu)?;
     let params = Params::default();
     println!(

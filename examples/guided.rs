@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
     let target_map = paint(w, h, |x, y| {
         (y - (128.0 + 50.0 * (x / 40.0).sin())).abs() < 36.0
     });
-    let weights = mrfsynth::weights::load(None, true)?;
+    let weights = mrfsynth::assets::weights::load(None, true)?;
     let vgg = Vgg19::new(&weights, Pooling::Max, &Device::Cpu)?;
     let params = Params {
         width: w,

@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&out)?;
     let load = |n: &str| load_rgb(&dir.join(n), &LoadLimits::default());
     let (grass, stones) = (load("grass.png")?, load("riverstones.png")?);
-    let weights = mrfsynth::weights::load(None, true)?;
+    let weights = mrfsynth::assets::weights::load(None, true)?;
     let vgg = Vgg19::new(&weights, Pooling::Max, &Device::Cpu)?;
     let base = Params {
         width: 192,

@@ -4,7 +4,7 @@ mod cli;
 
 /// Large buffers are reused between evaluations instead of being mapped afresh each time.
 #[global_allocator]
-static ALLOC: mrfsynth::block_cache::BlockCache = mrfsynth::block_cache::BlockCache;
+static ALLOC: mrfsynth::cpu::block_cache::BlockCache = mrfsynth::cpu::block_cache::BlockCache;
 
 use clap::Parser;
 

@@ -131,7 +131,7 @@ fn precision_is_recorded_in_the_sidecar() {
     );
     let sidecar: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out_path.with_extension("json")).unwrap()).unwrap();
-    let want = if mrfsynth::bf16_gemm::available() {
+    let want = if mrfsynth::cpu::bf16_gemm::available() {
         "bf16"
     } else {
         "f32"

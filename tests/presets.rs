@@ -3,7 +3,7 @@
 
 mod common;
 
-use mrfsynth::samples;
+use mrfsynth::assets::samples;
 
 fn sidecar_params(args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();

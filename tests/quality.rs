@@ -6,9 +6,9 @@
 mod common;
 
 use candle_core::Device;
+use mrfsynth::assets::samples;
 use mrfsynth::image_io::{load_rgb, resize, LoadLimits, RgbImageF32};
 use mrfsynth::metrics::{self, Metrics, MetricsOptions};
-use mrfsynth::samples;
 use mrfsynth::synth::{
     self, tiles, Init, MrfGradient, Params, Preset, PriorKind, Silent, SynthResult, Task,
 };

@@ -163,7 +163,7 @@ fn bf16_products_stay_close_to_f32() {
     let vgg16 = Vgg19::new(common::weights(), Pooling::Max, &Device::Cpu)
         .unwrap()
         .with_precision(Precision::Bf16);
-    if !mrfsynth::bf16_gemm::available() {
+    if !mrfsynth::cpu::bf16_gemm::available() {
         assert_eq!(
             vgg16.precision(),
             Precision::F32,

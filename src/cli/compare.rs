@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use candle_core::Device;
+use mrfsynth::assets::weights::VggWeights;
 use mrfsynth::image_io::{self, RgbImageF32};
 use mrfsynth::metrics::{self, MetricsOptions};
 use mrfsynth::report::{self, RunSummary};
 use mrfsynth::synth::{self, Init, PriorKind, Task};
 use mrfsynth::vgg::{Pooling, Precision, Vgg19};
-use mrfsynth::weights::VggWeights;
 
 use super::args::{CompareArgs, MetricsArgs};
 use super::progress::Progress;

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use candle_core::Device;
+use mrfsynth::assets::weights::{self, VggWeights, WeightsError, WeightsSource};
 use mrfsynth::device::{DeviceError, DeviceSpec};
 use mrfsynth::image_io::{self, LoadLimits, RgbImageF32};
 use mrfsynth::synth::{
     self, Init, OptimizerKind, Params, Preset, PriorKind, SynthResult, Task, GRAM_CONTENT_WEIGHT,
 };
 use mrfsynth::vgg::{LayerId, Pooling, Precision, Vgg19};
-use mrfsynth::weights::{self, VggWeights, WeightsError, WeightsSource};
 
 use args::{
     Cli, Command, FeaturesArgs, OptimizerArg, OutputArgs, PoolArg, SynthArgs, TextureArgs,
@@ -356,8 +356,8 @@ fn texture(
     let mut progress = start(&a.out, quiet, interrupted)?;
     let style_paths = match a.style.as_slice() {
         [] => {
-            let p =
-                mrfsynth::samples::default_sample().map_err(|e| CliError::new(exit::FAILURE, e))?;
+            let p = mrfsynth::assets::samples::default_sample()
+                .map_err(|e| CliError::new(exit::FAILURE, e))?;
             progress.say(&format!("using the built-in sample {}", p.display()));
             vec![p]
         }

@@ -6,7 +6,7 @@ use candle_core::cuda_backend::WrapErr;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, Layout, Result, Shape};
 
 use super::{contiguous_range, elementwise_config, int, patches_function};
-use crate::prior::patches::positions;
+use crate::prior::grid::positions;
 
 /// [C, H, W] -> [N, C*k*k].
 pub struct Unfold {

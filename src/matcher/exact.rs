@@ -6,7 +6,7 @@
 use candle_core::{DType, Result, Storage, Tensor, D};
 use rayon::prelude::*;
 
-use crate::cpu_ops::contiguous_f32;
+use crate::cpu::ops::contiguous_f32;
 
 use super::{normalize_rows, Matches, PatchMatcher};
 
@@ -75,7 +75,7 @@ impl ExactMatcher {
                 // SAFETY: q is rows x dim, bank_t dim x m and scores rows x m, all row-major
                 // and in bounds.
                 unsafe {
-                    crate::cpu_ops::gemm_rowmajor(
+                    crate::cpu::ops::gemm_rowmajor(
                         rows,
                         m,
                         dim,

@@ -7,6 +7,7 @@
 pub mod content;
 pub mod correspondence;
 pub mod gram;
+pub mod grid;
 pub mod mrf;
 pub mod patches;
 pub mod tv;

@@ -21,7 +21,7 @@ fn winograd_weight_bytes(deepest: LayerId) -> u64 {
         .take(deepest.index() + 1)
         .filter_map(|l| match l.kind {
             LayerKind::Conv(k) => {
-                let (cin, cout) = crate::weights::CONV_CHANNELS[k];
+                let (cin, cout) = crate::assets::weights::CONV_CHANNELS[k];
                 Some(2 * 36 * (cin * cout) as u64 * 4)
             }
             _ => None,
@@ -35,7 +35,7 @@ fn channels(index: usize) -> u64 {
         .iter()
         .rev()
         .find_map(|l| match l.kind {
-            LayerKind::Conv(k) => Some(crate::weights::CONV_CHANNELS[k].1 as u64),
+            LayerKind::Conv(k) => Some(crate::assets::weights::CONV_CHANNELS[k].1 as u64),
             _ => None,
         })
         .unwrap_or(3)

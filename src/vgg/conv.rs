@@ -11,8 +11,9 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Resul
 use rayon::prelude::*;
 
 use super::winograd::{Tile, Weights};
-use crate::bf16_gemm::{self, PackedA};
-use crate::cpu_ops::contiguous_f32;
+use crate::cpu::bf16_gemm::{self, PackedA};
+use crate::cpu::ops::contiguous_f32;
+use crate::cpu::SendPtr;
 
 /// Tap-major CPU weights [9][out][in], with their Winograd transforms made on first use (once
 /// per layer, direction and tile, not once per call: for a small image the transform costs as
@@ -398,19 +399,6 @@ impl ConvAlgorithm {
     }
 }
 
-/// Raw pointer that may cross threads: every band writes a disjoint part of the output.
-#[derive(Clone, Copy)]
-pub(super) struct SendPtr(pub(super) *mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// A method call makes closures capture the whole wrapper (which is Sync), not its field.
-    pub(super) fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// 3x3 convolution of one image `x` [cin, h, w] with tap-major weights [9][cout][cin], by
 /// `algo` (usually [`ConvAlgorithm::for_layer`]; any algorithm works at any size).
 ///
@@ -468,7 +456,7 @@ pub fn conv3x3_cpu(
         }
         dst[(h + 1) * wp..].fill(zero);
         // SAFETY: every value of the plane was written above.
-        let dst = unsafe { crate::cpu_ops::assume_init(dst) };
+        let dst = unsafe { crate::cpu::ops::assume_init(dst) };
         if wrap {
             // Border rows from the opposite side, then border columns (corners included).
             dst.copy_within(h * wp..(h + 1) * wp, 0);
@@ -480,7 +468,7 @@ pub fn conv3x3_cpu(
         }
     };
     // SAFETY: `fill` writes every value of its plane.
-    let padded = unsafe { crate::cpu_ops::par_filled(cin * plane_in, plane_in, fill) };
+    let padded = unsafe { crate::cpu::ops::par_filled(cin * plane_in, plane_in, fill) };
 
     if algo == ConvAlgorithm::Im2col {
         return super::thin::conv_im2col(&padded, cin, h, w, &taps.data, cout, bias, relu);

@@ -18,7 +18,7 @@ pub use conv::{Conv3x3, Precision};
 pub use layers::{LayerId, LayerKind, LAYERS};
 pub use pool::Pooling;
 
-use crate::weights::{Preprocess, VggWeights};
+use crate::assets::weights::{Preprocess, VggWeights};
 
 pub struct Vgg19 {
     convs: Vec<Conv3x3>,

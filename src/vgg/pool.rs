@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_ops::contiguous_f32;
+use crate::cpu::ops::contiguous_f32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pooling {
@@ -119,7 +119,7 @@ impl CustomOp1 for CpuPoolForward {
                 .enumerate()
                 .for_each(|(p, dst)| {
                     let xp = &x[p * h * w..(p + 1) * h * w];
-                    crate::simd::wide(
+                    crate::cpu::simd::wide(
                         #[inline(always)]
                         |_| {
                             for (oy, row) in dst.chunks_mut(wo).enumerate() {
@@ -176,7 +176,7 @@ impl CustomOp2 for CpuPoolBackward {
             let zero = std::mem::MaybeUninit::new(0f32);
             let xp = &x[p * h * w..(p + 1) * h * w];
             let gp = &g[p * ho * wo..(p + 1) * ho * wo];
-            crate::simd::wide(
+            crate::cpu::simd::wide(
                 #[inline(always)]
                 |_| {
                     for oy in 0..ho {
@@ -220,7 +220,7 @@ impl CustomOp2 for CpuPoolBackward {
             );
         };
         // SAFETY: `fill` writes every value of its plane.
-        let out = unsafe { crate::cpu_ops::par_filled(n * c * h * w, h * w, fill) };
+        let out = unsafe { crate::cpu::ops::par_filled(n * c * h * w, h * w, fill) };
         Ok((CpuStorage::F32(out), Shape::from((n, c, h, w))))
     }
 }

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::SendPtr;
+use crate::cpu::SendPtr;
 
 /// Output pixels per band (one band per task).
 const BAND_PIXELS: usize = 8192;
@@ -76,7 +76,7 @@ pub fn conv_im2col(
         // channel (row stride h*w) belong to this band only.
         unsafe {
             let c = out_ptr.get().add(y0 * w);
-            crate::cpu_ops::gemm_rowmajor(cout, n, k, c, h * w, a.as_ptr(), k, col.as_ptr(), n);
+            crate::cpu::ops::gemm_rowmajor(cout, n, k, c, h * w, a.as_ptr(), k, col.as_ptr(), n);
             for o in 0..cout {
                 let dst = std::slice::from_raw_parts_mut(c.add(o * h * w), n);
                 finish(dst, bias.map_or(0.0, |b| b[o]), relu);

@@ -15,9 +15,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::conv::SendPtr;
-use crate::bf16_gemm::{self, PackedA};
-use crate::simd;
+use crate::cpu::bf16_gemm::{self, PackedA};
+use crate::cpu::simd;
+use crate::cpu::SendPtr;
 
 /// Layers with fewer input or output channels use another kernel (VGG19's first, with 3
 /// inputs, and its gradient, with 3 outputs).
@@ -451,7 +451,7 @@ fn input_transform(
 pub enum Weights<'a> {
     /// U[alpha^2][cout][cin], f32.
     F32(&'a [f32]),
-    /// One packed bf16 matrix per xi ([`crate::bf16_gemm`]).
+    /// One packed bf16 matrix per xi ([`crate::cpu::bf16_gemm`]).
     Bf16(&'a [PackedA]),
 }
 
@@ -488,7 +488,7 @@ fn products(
                     // SAFETY: the three matrices are row-major and in bounds (checked above);
                     // each xi writes its own M[xi].
                     unsafe {
-                        crate::cpu_ops::gemm_rowmajor(
+                        crate::cpu::ops::gemm_rowmajor(
                             cout,
                             nb,
                             cin,

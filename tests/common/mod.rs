@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use mrfsynth::assets::weights::{self, VggWeights};
 use mrfsynth::image_io::{load_rgb, resize, save_rgb, LoadLimits, RgbImageF32};
-use mrfsynth::weights::{self, VggWeights};
 
 /// The real VGG19 weights, fetched into the user cache on first use (as the CLI does).
 pub fn weights() -> &'static VggWeights {
@@ -15,11 +15,11 @@ pub fn weights() -> &'static VggWeights {
     })
 }
 
-/// A test image the project fetches itself (see `mrfsynth::samples::TEST_IMAGES`: ihc, brick,
+/// A test image the project fetches itself (see `mrfsynth::assets::samples::TEST_IMAGES`: ihc, brick,
 /// grass, gravel, chelsea, astronaut, coffee), cached on first use. Panics when it cannot be
 /// had: a test that needs a real image fails rather than passing without it.
 pub fn fetched_image(name: &str) -> PathBuf {
-    mrfsynth::samples::test_image(name).unwrap_or_else(|e| {
+    mrfsynth::assets::samples::test_image(name).unwrap_or_else(|e| {
         panic!("test image {name:?} is needed and could not be fetched or read from the cache: {e}")
     })
 }

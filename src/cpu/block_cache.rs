@@ -7,7 +7,7 @@
 //! back as they are (or zeroed, for zeroed requests), up to a bounded total.
 //!
 //! The binary and the benchmarks install it with
-//! `#[global_allocator] static ALLOC: mrfsynth::block_cache::BlockCache = BlockCache;`.
+//! `#[global_allocator] static ALLOC: mrfsynth::cpu::block_cache::BlockCache = BlockCache;`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;

