@@ -177,11 +177,12 @@ fn memory_section(style: &Path) -> anyhow::Result<()> {
     let style_img = load_rgb(style, &LoadLimits::default())?;
     let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/mrfsynth");
     for size in [1024u32, 2048] {
-        let params = Params {
-            width: size,
-            height: size,
-            max_memory: Some(u64::MAX),
-            ..Params::default()
+        let params = {
+            let mut p = Params::default();
+            p.width = size;
+            p.height = size;
+            p.max_memory = Some(u64::MAX);
+            p
         };
         let plan = synth::plan(
             std::slice::from_ref(&style_img),
@@ -241,10 +242,11 @@ fn e2e_section(
 ) -> anyhow::Result<()> {
     println!("\n### 3 and 5. The CNNMRF-default texture job (384 px, 3 levels x 100 L-BFGS iterations), quality beside speed\n");
     let style_img = load_rgb(style_path, &LoadLimits::default())?;
-    let params = Params {
-        width: 384,
-        height: 384,
-        ..Params::default()
+    let params = {
+        let mut p = Params::default();
+        p.width = 384;
+        p.height = 384;
+        p
     };
     let opts = MetricsOptions::default();
     let f32_vgg = Vgg19::new(weights, Pooling::Max, &Device::Cpu)?;
@@ -257,9 +259,10 @@ fn e2e_section(
     }
     for (precision, seed) in runs {
         let vgg = Vgg19::new(weights, Pooling::Max, &Device::Cpu)?.with_precision(precision);
-        let params = Params {
-            seed,
-            ..params.clone()
+        let params = {
+            let mut p = params.clone();
+            p.seed = seed;
+            p
         };
         let t = Instant::now();
         let ours = synth::run(

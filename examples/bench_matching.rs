@@ -13,9 +13,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use mrfsynth::image_io::{load_rgb, LoadLimits, RgbImageF32};
-use mrfsynth::matcher::{
-    ApproxMatcher, ApproxOptions, CandidateSearch, ExactMatcher, PatchMatcher,
-};
+use mrfsynth::matcher::{ApproxMatcher, ApproxOptions, ExactMatcher, PatchMatcher};
 use mrfsynth::prior::patches::unfold;
 use mrfsynth::synth::{init, style, Init, Task};
 use mrfsynth::vgg::{LayerId, Pooling, Vgg19};
@@ -131,8 +129,8 @@ fn main() -> anyhow::Result<()> {
         rayon::current_num_threads()
     );
     println!();
-    println!("| bank | size | layer | bank M x D | queries | exact build s | exact query s | approx build s | approx query s (f32 / f16) | query speed-up | recall@1 f32 / f16 | bank MB exact / approx f32 / f16 | k-d tree: build s / query s / recall@1 |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| bank | size | layer | bank M x D | queries | exact build s | exact query s | approx build s | approx query s (f32 / f16) | query speed-up | recall@1 f32 / f16 | bank MB exact / approx f32 / f16 |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut sweeps = Vec::new();
     for (name, img) in &banks {
         let short = std::path::Path::new(name)
@@ -157,22 +155,15 @@ fn main() -> anyhow::Result<()> {
                 };
                 let approx16 = ApproxMatcher::new(b, o16)?;
                 let (aq16, am16) = time(3, || Ok(approx16.best(q)?))?;
-                let ot = ApproxOptions {
-                    search: CandidateSearch::KdTree,
-                    ..opts
-                };
-                let (tb, tree) = time(1, || Ok(ApproxMatcher::new(b, ot)?))?;
-                let (tq, tm) = time(3, || Ok(tree.best(q)?))?;
                 let r = recall(&em.index, &am.index)?;
                 let r16 = recall(&em.index, &am16.index)?;
-                let rt = recall(&em.index, &tm.index)?;
                 let kind = if approx.is_approximate() {
                     ""
                 } else {
                     " (exact fallback)"
                 };
                 println!(
-                    "| {short} | {size} | {layer}{kind} | {m} x {d} | {n} | {eb:.3} | {eq:.3} | {ab:.3} | {aq:.3} / {aq16:.3} | {:.1}x | {r:.4} / {r16:.4} | {:.1} / {:.1} / {:.1} | {tb:.3} / {tq:.3} / {rt:.4} |",
+                    "| {short} | {size} | {layer}{kind} | {m} x {d} | {n} | {eb:.3} | {eq:.3} | {ab:.3} | {aq:.3} / {aq16:.3} | {:.1}x | {r:.4} / {r16:.4} | {:.1} / {:.1} / {:.1} |",
                     eq / aq,
                     mb(m * d * 4),
                     mb(approx.memory_bytes()),
@@ -203,7 +194,7 @@ fn main() -> anyhow::Result<()> {
             let e: f64 = totals.iter().map(|r| r.exact_query).sum();
             let a: f64 = totals.iter().map(|r| r.approx_query).sum();
             println!(
-                "| {short} | {size} | **both layers** | | | | {e:.3} | | {a:.3} | **{:.1}x** | | | |",
+                "| {short} | {size} | **both layers** | | | | {e:.3} | | {a:.3} | **{:.1}x** | | |",
                 e / a
             );
         }

@@ -61,17 +61,18 @@ fn main() -> anyhow::Result<()> {
     });
     let weights = mrfsynth::assets::weights::load(None, true)?;
     let vgg = Vgg19::new(&weights, Pooling::Max, &Device::Cpu)?;
-    let params = Params {
-        width: w,
-        height: h,
-        levels: 2,
-        iterations: 60,
-        guides: Some(Guides {
+    let params = {
+        let mut p = Params::default();
+        p.width = w;
+        p.height = h;
+        p.levels = 2;
+        p.iterations = 60;
+        p.guides = Some(Guides {
             style_maps: vec![style_map],
             target_map: target_map.clone(),
             weight: 2.0,
-        }),
-        ..Params::default()
+        });
+        p
     };
     let result = synth::run(&vgg, &[style], &[1.0], Task::Texture, &params, &mut Silent)?;
     save_rgb(&result.image, out.as_ref())?;

@@ -53,7 +53,14 @@ fn run(
     blend: &[f64],
     params: &Params,
 ) -> anyhow::Result<SynthResult> {
-    synth::run(vgg, styles, blend, Task::Texture, params, &mut Silent)
+    Ok(synth::run(
+        vgg,
+        styles,
+        blend,
+        Task::Texture,
+        params,
+        &mut Silent,
+    )?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,13 +79,14 @@ fn main() -> anyhow::Result<()> {
     let (grass, stones) = (load("grass.png")?, load("riverstones.png")?);
     let weights = mrfsynth::assets::weights::load(None, true)?;
     let vgg = Vgg19::new(&weights, Pooling::Max, &Device::Cpu)?;
-    let base = Params {
-        width: 192,
-        height: 192,
-        levels: 2,
-        iterations: 60,
-        seed: 7,
-        ..Params::default()
+    let base = {
+        let mut p = Params::default();
+        p.width = 192;
+        p.height = 192;
+        p.levels = 2;
+        p.iterations = 60;
+        p.seed = 7;
+        p
     };
 
     println!("| feature | run | figure |");
@@ -86,15 +94,11 @@ fn main() -> anyhow::Result<()> {
     // Seamless tiles: the seam is the wrap-around pair (last, first) in both directions.
     for (name, sample) in [("grass", &grass), ("river stones", &stones)] {
         for tileable in [false, true] {
-            let r = run(
-                &vgg,
-                std::slice::from_ref(sample),
-                &[1.0],
-                &Params {
-                    tileable,
-                    ..base.clone()
-                },
-            )?;
+            let r = run(&vgg, std::slice::from_ref(sample), &[1.0], &{
+                let mut p = base.clone();
+                p.tileable = tileable;
+                p
+            })?;
             let (seam, inner) = jumps(&r.image, &[0], &[0]);
             let tag = if tileable { "tileable" } else { "plain" };
             save_rgb(
@@ -109,12 +113,13 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Tiles: a 384 px output from 192 px tiles (9 tiles, 64 px overlaps).
-    let big = Params {
-        width: 384,
-        height: 384,
-        tile: Some(192),
-        iterations: 40,
-        ..base.clone()
+    let big = {
+        let mut p = base.clone();
+        p.width = 384;
+        p.height = 384;
+        p.tile = Some(192);
+        p.iterations = 40;
+        p
     };
     let r = run(&vgg, std::slice::from_ref(&grass), &[1.0], &big)?;
     let grid = tiles::grid(384, 384, 192, tiles::overlap_for(192));

@@ -33,7 +33,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_with(path, |f| f.write_all(bytes))
 }
 
-/// Like [`write`], with the content produced by `fill` into the temporary file.
+/// Like [`write()`], with the content produced by `fill` into the temporary file.
 pub fn write_with(
     path: &Path,
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,

@@ -7,19 +7,20 @@
 //!
 //! * [`load_rgb`] decodes anything the `image` crate can (PNG, JPEG, WebP,
 //!   TIFF, BMP, GIF first frame, ...), guessing the format from the content,
-//!   honouring EXIF orientation and refusing over-large images before any
-//!   pixel buffer is allocated.
+//!   honouring EXIF orientation, refusing over-large images before any
+//!   pixel buffer is allocated and refusing files that end early (see
+//!   [`load_rgb`]).
 //! * [`save_rgb`] picks the format from the extension and writes atomically
 //!   (temporary file in the same folder, synced, then renamed).
 //! * [`resize`] and [`scale_to_long_side`] resample with Lanczos3 in `f32`.
 
 use std::fs::File;
-use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Cursor, ErrorKind, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageDecoder, ImageEncoder, ImageReader, Rgb32FImage};
+use image::{DynamicImage, ImageDecoder, ImageEncoder, ImageFormat, ImageReader, Rgb32FImage};
 
 /// Errors from loading or saving images. Each message is one line naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,8 @@ pub enum ImageError {
     /// The input file has zero bytes.
     #[error("image file is empty (0 bytes): {}", path.display())]
     Empty { path: PathBuf },
-    /// The file ends before the image data does.
+    /// The file ends before the image data does: its structure (end marker, chunk or
+    /// header lengths) says so, or the decoder ran out of bytes.
     #[error("image file is truncated or incomplete: {} ({detail})", path.display())]
     Truncated { path: PathBuf, detail: String },
     /// The content is not a recognised image format.
@@ -259,6 +261,14 @@ fn quantize(v: f32) -> u8 {
 /// to `0..=255` without rounding); alpha is dropped and reported in
 /// [`RgbImageF32::had_alpha`]. EXIF orientation is applied. Images whose header
 /// announces more than `limits.max_pixels` pixels are refused before decoding.
+///
+/// A file that ends early is refused, never decoded with filler where the data ran
+/// out: some decoders return such images without an error (JPEG, and PNG, GIF, WebP
+/// and ICO cut near their end), so the container structure of those formats is
+/// walked first and must reach its end (JPEG end-of-image marker, PNG IEND chunk, GIF
+/// trailer, the RIFF length of WebP, the images an ICO directory lists). The other
+/// formats' decoders read every byte they need and fail when one is missing. Bytes
+/// changed inside pixel data are caught only where the format has checksums (PNG).
 pub fn load_rgb(path: &Path, limits: &LoadLimits) -> Result<RgbImageF32, ImageError> {
     let owned = || path.to_path_buf();
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
@@ -302,15 +312,15 @@ pub fn load_rgb(path: &Path, limits: &LoadLimits) -> Result<RgbImageF32, ImageEr
             path: owned(),
             source: e,
         })?;
-    if reader.format().is_none() {
-        return Err(ImageError::UnknownFormat { path: owned() });
-    }
+    let format = reader
+        .format()
+        .ok_or_else(|| ImageError::UnknownFormat { path: owned() })?;
     reader.limits(decoder_limits(limits));
 
     // Constructing the decoder reads only the header.
     let mut decoder = reader
         .into_decoder()
-        .map_err(|e| map_decode_error(path, e))?;
+        .map_err(|e| map_decode_error(path, format, e))?;
     let (w, h) = decoder.dimensions();
     check_pixels(path, w, h, limits)?;
     if w == 0 || h == 0 {
@@ -319,10 +329,12 @@ pub fn load_rgb(path: &Path, limits: &LoadLimits) -> Result<RgbImageF32, ImageEr
             detail: format!("image has zero size ({w}x{h})"),
         });
     }
+    check_complete(path, format)?;
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| map_decode_error(path, e))?;
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| map_decode_error(path, format, e))?;
     img.apply_orientation(orientation);
 
     let had_alpha = has_transparency(&img);
@@ -405,56 +417,259 @@ fn decoder_limits(limits: &LoadLimits) -> image::Limits {
     l
 }
 
-fn map_decode_error(path: &Path, e: image::ImageError) -> ImageError {
-    let path = path.to_path_buf();
+/// Classifies a decoder error. A failure to decode is [`ImageError::Decode`], or
+/// [`ImageError::Truncated`] when the decoder ran out of bytes or the file's structure
+/// shows it ends early (decoders word that differently; the structure does not).
+fn map_decode_error(path: &Path, format: ImageFormat, e: image::ImageError) -> ImageError {
+    let owned = path.to_path_buf();
     match e {
-        image::ImageError::IoError(io) => {
-            if io.kind() == std::io::ErrorKind::UnexpectedEof {
-                ImageError::Truncated {
-                    path,
-                    detail: io.to_string(),
-                }
-            } else {
-                ImageError::Read { path, source: io }
+        image::ImageError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => {
+            let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            ImageError::Truncated {
+                path: owned,
+                detail: format!(
+                    "the {} file ends after {len} bytes, before its image data does",
+                    format_name(format)
+                ),
             }
         }
-        image::ImageError::Limits(l) => ImageError::LimitExceeded {
-            path,
-            detail: l.to_string(),
+        image::ImageError::IoError(io) => ImageError::Read {
+            path: owned,
+            source: io,
         },
-        image::ImageError::Unsupported(u) => match u.kind() {
-            image::error::UnsupportedErrorKind::Format(_) => ImageError::UnknownFormat { path },
+        image::ImageError::Limits(l) => ImageError::LimitExceeded {
+            path: owned,
+            detail: one_line(&l.to_string()),
+        },
+        image::ImageError::Unsupported(u)
+            if matches!(u.kind(), image::error::UnsupportedErrorKind::Format(_)) =>
+        {
+            ImageError::UnknownFormat { path: owned }
+        }
+        other => match check_complete(path, format) {
+            Err(truncated @ ImageError::Truncated { .. }) => truncated,
             _ => ImageError::Decode {
-                path,
-                detail: u.to_string(),
+                path: owned,
+                detail: one_line(&other.to_string()),
             },
         },
-        other => {
-            let detail = other.to_string();
-            if looks_truncated(&detail) {
-                ImageError::Truncated { path, detail }
-            } else {
-                ImageError::Decode { path, detail }
+    }
+}
+
+fn format_name(format: ImageFormat) -> String {
+    match format {
+        ImageFormat::WebP => "WebP".into(),
+        ImageFormat::OpenExr => "OpenEXR".into(),
+        ImageFormat::Farbfeld => "farbfeld".into(),
+        other => format!("{other:?}").to_ascii_uppercase(),
+    }
+}
+
+/// Decoder messages may span lines; errors here are one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Refuses a file whose structure ends early (see [`check_structure`]).
+fn check_complete(path: &Path, format: ImageFormat) -> Result<(), ImageError> {
+    let read_error = |source| ImageError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(read_error)?;
+    let len = file.metadata().map_err(read_error)?.len();
+    check_structure(format, file, len).map_err(|e| match e.kind() {
+        ErrorKind::UnexpectedEof => ImageError::Truncated {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        ErrorKind::InvalidData => ImageError::Decode {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        _ => read_error(e),
+    })
+}
+
+/// Walks the container structure (lengths and markers, no pixel data) of the formats
+/// whose decoders accept a file that ends early, filling in what is missing, or stop
+/// reading before its end: the file must reach the structure's end. `UnexpectedEof`
+/// when it does not, `InvalidData` when the structure is broken. Bytes after the end
+/// are allowed (JPEG motion photos append a video). The other formats (TIFF, BMP, PNM,
+/// QOI, HDR, OpenEXR, farbfeld, DDS) are left to their decoders, which read every byte
+/// the header implies and fail on a missing one.
+fn check_structure<R: Read + Seek>(format: ImageFormat, r: R, len: u64) -> std::io::Result<()> {
+    let mut w = Walk {
+        r: BufReader::new(r),
+        pos: 0,
+        len,
+    };
+    let (result, end) = match format {
+        ImageFormat::Png => (walk_png(&mut w), "its IEND chunk"),
+        ImageFormat::Jpeg => (walk_jpeg(&mut w), "its end-of-image marker"),
+        ImageFormat::Gif => (walk_gif(&mut w), "its trailer"),
+        ImageFormat::WebP => (walk_webp(&mut w), "the length its header gives"),
+        ImageFormat::Ico => (walk_ico(&mut w), "the images its directory lists"),
+        _ => return Ok(()),
+    };
+    result.map_err(|e| match e.kind() {
+        ErrorKind::UnexpectedEof => std::io::Error::new(
+            ErrorKind::UnexpectedEof,
+            format!(
+                "the {} file ends after {len} bytes, before {end}",
+                format_name(format)
+            ),
+        ),
+        _ => e,
+    })
+}
+
+/// A reader that knows the file's length and its position in it.
+struct Walk<R> {
+    r: BufReader<R>,
+    pos: u64,
+    len: u64,
+}
+
+impl<R: Read + Seek> Walk<R> {
+    fn bytes<const N: usize>(&mut self) -> std::io::Result<[u8; N]> {
+        let mut b = [0; N];
+        self.r.read_exact(&mut b)?;
+        self.pos += N as u64;
+        Ok(b)
+    }
+
+    fn byte(&mut self) -> std::io::Result<u8> {
+        Ok(self.bytes::<1>()?[0])
+    }
+
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        if n > self.len.saturating_sub(self.pos) {
+            return Err(ErrorKind::UnexpectedEof.into());
+        }
+        self.r.seek_relative(n as i64)?;
+        self.pos += n;
+        Ok(())
+    }
+
+    /// Moves past the next 0xFF byte.
+    fn skip_past_ff(&mut self) -> std::io::Result<()> {
+        loop {
+            let buf = self.r.fill_buf()?;
+            if buf.is_empty() {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+            let (n, found) = match buf.iter().position(|&b| b == 0xFF) {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            self.r.consume(n);
+            self.pos += n as u64;
+            if found {
+                return Ok(());
             }
         }
     }
 }
 
-/// Decoders report running out of data in their own words; recognise the usual ones.
-fn looks_truncated(msg: &str) -> bool {
-    let m = msg.to_ascii_lowercase();
-    [
-        "unexpected end",
-        "unexpected eof",
-        "end of file",
-        "end of stream",
-        "truncated",
-        "not enough data",
-        "no more data",
-        "premature end",
-    ]
-    .iter()
-    .any(|k| m.contains(k))
+fn invalid(msg: &str) -> std::io::Error {
+    std::io::Error::new(ErrorKind::InvalidData, msg.to_string())
+}
+
+/// Signature, then chunks (length, type, data, CRC) up to IEND.
+fn walk_png<R: Read + Seek>(w: &mut Walk<R>) -> std::io::Result<()> {
+    w.skip(8)?;
+    loop {
+        let [l0, l1, l2, l3, t0, t1, t2, t3] = w.bytes::<8>()?;
+        w.skip(u64::from(u32::from_be_bytes([l0, l1, l2, l3])) + 4)?;
+        if [t0, t1, t2, t3] == *b"IEND" {
+            return Ok(());
+        }
+    }
+}
+
+/// Markers up to end-of-image (FFD9). Segments with a length are skipped whole (an EXIF
+/// thumbnail's own FFD9 is inside one); entropy-coded data is scanned for the next
+/// marker (0xFF not followed by a stuffed 0x00 or a restart marker).
+fn walk_jpeg<R: Read + Seek>(w: &mut Walk<R>) -> std::io::Result<()> {
+    if w.bytes()? != [0xFF, 0xD8] {
+        return Err(invalid("no JPEG start-of-image marker"));
+    }
+    loop {
+        w.skip_past_ff()?;
+        let mut marker = w.byte()?;
+        while marker == 0xFF {
+            marker = w.byte()?;
+        }
+        match marker {
+            0xD9 => return Ok(()),
+            // A stuffed zero, TEM, restart markers, SOI: no length.
+            0x00 | 0x01 | 0xD0..=0xD8 => {}
+            _ => {
+                let n = u16::from_be_bytes(w.bytes()?);
+                if n < 2 {
+                    return Err(invalid("a JPEG segment length is below 2"));
+                }
+                w.skip(u64::from(n) - 2)?;
+            }
+        }
+    }
+}
+
+/// Header, screen descriptor, colour table, then extension and image blocks up to the
+/// trailer (0x3B), every frame included.
+fn walk_gif<R: Read + Seek>(w: &mut Walk<R>) -> std::io::Result<()> {
+    fn table_bytes(flags: u8) -> u64 {
+        if flags & 0x80 == 0 {
+            0
+        } else {
+            3 << ((flags & 7) + 1)
+        }
+    }
+    fn sub_blocks<R: Read + Seek>(w: &mut Walk<R>) -> std::io::Result<()> {
+        loop {
+            match w.byte()? {
+                0 => return Ok(()),
+                n => w.skip(u64::from(n))?,
+            }
+        }
+    }
+    let screen = w.bytes::<13>()?;
+    w.skip(table_bytes(screen[10]))?;
+    loop {
+        match w.byte()? {
+            0x3B => return Ok(()),
+            0x21 => {
+                w.byte()?;
+                sub_blocks(w)?;
+            }
+            0x2C => {
+                let descriptor = w.bytes::<9>()?;
+                w.skip(table_bytes(descriptor[8]) + 1)?;
+                sub_blocks(w)?;
+            }
+            _ => return Err(invalid("unknown GIF block")),
+        }
+    }
+}
+
+/// "RIFF", the length of what follows, "WEBP" and its chunks.
+fn walk_webp<R: Read + Seek>(w: &mut Walk<R>) -> std::io::Result<()> {
+    let [_, _, _, _, n0, n1, n2, n3] = w.bytes::<8>()?;
+    w.skip(u64::from(u32::from_le_bytes([n0, n1, n2, n3])))
+}
+
+/// The directory's entries (size and offset of each image) must lie within the file.
+fn walk_ico<R: Read + Seek>(w: &mut Walk<R>) -> std::io::Result<()> {
+    let [_, _, _, _, c0, c1] = w.bytes::<6>()?;
+    let mut end = 0u64;
+    for _ in 0..u16::from_le_bytes([c0, c1]) {
+        let e = w.bytes::<16>()?;
+        let size = u32::from_le_bytes([e[8], e[9], e[10], e[11]]);
+        let offset = u32::from_le_bytes([e[12], e[13], e[14], e[15]]);
+        end = end.max(u64::from(size) + u64::from(offset));
+    }
+    w.skip(end.saturating_sub(w.pos))
 }
 
 /// True when the image has an alpha channel with at least one non-opaque pixel.
@@ -609,6 +824,83 @@ pub fn resize(img: &RgbImageF32, width: u32, height: u32) -> RgbImageF32 {
     })
 }
 
+/// [`resize`] for large images: the same Lanczos3 filter (vertical pass, then horizontal, the
+/// same weights and sums, equal up to float rounding) one plane at a time, so it holds only the
+/// source, the result and one plane of the vertical pass (4 bytes x the source's width x the new
+/// height), not [`resize`]'s interleaved copies and RGBA intermediate.
+pub fn resize_planar(img: &RgbImageF32, width: u32, height: u32) -> RgbImageF32 {
+    use rayon::prelude::*;
+    let (width, height) = (width.max(1), height.max(1));
+    if (width, height) == (img.width, img.height) {
+        return RgbImageF32::new(width, height, img.data.clone());
+    }
+    let (sw, dw, dh) = (img.width as usize, width as usize, height as usize);
+    let rows = lanczos3_taps(img.height as usize, dh);
+    let cols = lanczos3_taps(sw, dw);
+    let mut out = vec![0f32; 3 * dw * dh];
+    let mut tmp = vec![0f32; sw * dh];
+    for (c, dst) in out.chunks_mut(dw * dh).enumerate() {
+        let src = img.plane(c);
+        tmp.par_chunks_mut(sw)
+            .zip(rows.par_iter())
+            .for_each(|(row, (top, ws))| {
+                row.fill(0.0);
+                for (i, &w) in ws.iter().enumerate() {
+                    let s = &src[(top + i) * sw..(top + i + 1) * sw];
+                    row.iter_mut().zip(s).for_each(|(o, &p)| *o += p * w);
+                }
+            });
+        dst.par_chunks_mut(dw)
+            .zip(tmp.par_chunks(sw))
+            .for_each(|(row, t)| {
+                for (o, (left, ws)) in row.iter_mut().zip(&cols) {
+                    let mut acc = 0.0f32;
+                    for (i, &w) in ws.iter().enumerate() {
+                        acc += t[left + i] * w;
+                    }
+                    *o = acc.clamp(0.0, 255.0);
+                }
+            });
+    }
+    RgbImageF32::new(width, height, out)
+}
+
+/// Per output position of a `src` -> `dst` resampling: the first source position and the
+/// normalised Lanczos3 weights from there (as the `image` crate computes them).
+fn lanczos3_taps(src: usize, dst: usize) -> Vec<(usize, Vec<f32>)> {
+    let sinc = |t: f32| {
+        let a = t * std::f32::consts::PI;
+        if t == 0.0 {
+            1.0
+        } else {
+            a.sin() / a
+        }
+    };
+    let kernel = |x: f32| {
+        if x.abs() < 3.0 {
+            sinc(x) * sinc(x / 3.0)
+        } else {
+            0.0
+        }
+    };
+    let ratio = src as f32 / dst as f32;
+    let sratio = ratio.max(1.0);
+    let support = 3.0 * sratio;
+    (0..dst)
+        .map(|o| {
+            let centre = (o as f32 + 0.5) * ratio;
+            let left = ((centre - support).floor() as i64).clamp(0, src as i64 - 1);
+            let right = ((centre + support).ceil() as i64).clamp(left + 1, src as i64);
+            let mut ws: Vec<f32> = (left..right)
+                .map(|i| kernel((i as f32 - (centre - 0.5)) / sratio))
+                .collect();
+            let sum: f32 = ws.iter().sum();
+            ws.iter_mut().for_each(|w| *w /= sum);
+            (left as usize, ws)
+        })
+        .collect()
+}
+
 /// The dimensions [`scale_to_long_side`] produces: the longer side becomes
 /// `long_side`, the other keeps the aspect ratio (rounded, at least 1).
 pub fn dims_for_long_side(width: u32, height: u32, long_side: u32) -> (u32, u32) {
@@ -650,18 +942,6 @@ mod tests {
         RgbImageF32::new(w, h, data)
     }
 
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = 0xFFFF_FFFFu32;
-        for &b in bytes {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                let mask = (crc & 1).wrapping_neg();
-                crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-            }
-        }
-        !crc
-    }
-
     fn png_header_only(w: u32, h: u32) -> Vec<u8> {
         let mut out = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
         let mut chunk = b"IHDR".to_vec();
@@ -670,7 +950,7 @@ mod tests {
         chunk.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB, deflate, no interlace
         out.extend_from_slice(&13u32.to_be_bytes());
         out.extend_from_slice(&chunk);
-        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        out.extend_from_slice(&crc32fast::hash(&chunk).to_be_bytes());
         out
     }
 
@@ -683,10 +963,63 @@ mod tests {
         v
     }
 
+    fn structure(format: ImageFormat, bytes: &[u8]) -> std::io::Result<()> {
+        check_structure(format, Cursor::new(bytes), bytes.len() as u64)
+    }
+
     #[test]
-    fn crc32_known_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert_eq!(crc32(b"IEND"), 0xAE42_6082);
+    fn png_walk_needs_iend_and_allows_trailing_bytes() {
+        let mut png = png_header_only(3, 2);
+        png.extend_from_slice(&0u32.to_be_bytes());
+        png.extend_from_slice(b"IEND");
+        png.extend_from_slice(&crc32fast::hash(b"IEND").to_be_bytes());
+        assert!(structure(ImageFormat::Png, &png).is_ok());
+        for cut in 0..png.len() {
+            let e = structure(ImageFormat::Png, &png[..cut]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::UnexpectedEof, "cut at {cut}");
+            assert!(e.to_string().contains("IEND"), "{e}");
+        }
+        png.extend_from_slice(b"appended");
+        assert!(structure(ImageFormat::Png, &png).is_ok());
+    }
+
+    #[test]
+    fn jpeg_walk_skips_segments_and_needs_the_real_end_marker() {
+        // SOI; an APP1 segment holding a thumbnail's FFD9; SOS with entropy-coded data
+        // holding a stuffed FF00 and a restart marker; a fill byte, EOI, and bytes after
+        // it (a motion photo's video).
+        let mut j = vec![0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD9, 0xAB, 0xCD];
+        j.extend([0xFF, 0xDA, 0x00, 0x04, 0x01, 0x02]);
+        j.extend([0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0x78]);
+        j.extend([0xFF, 0xFF, 0xD9]);
+        let end = j.len();
+        j.extend([1, 2, 3]);
+        assert!(structure(ImageFormat::Jpeg, &j).is_ok());
+        for cut in 0..end {
+            let e = structure(ImageFormat::Jpeg, &j[..cut]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::UnexpectedEof, "cut at {cut}");
+        }
+        let e = structure(ImageFormat::Jpeg, b"\xFF\xD8\xFF\xC4\x00\x01").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn gif_walk_needs_the_trailer() {
+        let mut g = b"GIF89a".to_vec();
+        g.extend([1, 0, 1, 0, 0x80, 0, 0]); // 1x1, global table of 2 colours
+        g.extend([0, 0, 0, 255, 255, 255]);
+        g.extend([0x21, 0xF9, 4, 0, 0, 0, 0, 0]); // graphic control extension
+        g.extend([0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0]); // one frame
+        g.push(0x3B);
+        assert!(structure(ImageFormat::Gif, &g).is_ok());
+        for cut in 0..g.len() {
+            let e = structure(ImageFormat::Gif, &g[..cut]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::UnexpectedEof, "cut at {cut}");
+        }
+        let n = g.len();
+        g[n - 1] = 0x99;
+        let e = structure(ImageFormat::Gif, &g).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidData);
     }
 
     #[test]
@@ -926,7 +1259,7 @@ mod tests {
         let mut bytes = png_header_only(100_000, 100_000);
         bytes.extend_from_slice(&0u32.to_be_bytes());
         bytes.extend_from_slice(b"IEND");
-        bytes.extend_from_slice(&crc32(b"IEND").to_be_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(b"IEND").to_be_bytes());
         std::fs::write(&p, bytes).unwrap();
         let e = load_rgb(&p, &LoadLimits::default()).unwrap_err();
         assert!(matches!(e, ImageError::TooLarge { .. }), "{e:?}");

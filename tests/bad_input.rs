@@ -43,26 +43,13 @@ fn make_inputs(dir: &Path) {
         .unwrap();
     fs::write(dir.join("ok.jpg"), &jpg).unwrap();
     fs::write(dir.join("truncated.jpg"), &jpg[..jpg.len() / 3]).unwrap();
+    // Only the end-of-image marker missing: the decoder alone would fill in grey.
+    fs::write(dir.join("no_end.jpg"), &jpg[..jpg.len() - 2]).unwrap();
     fs::write(dir.join("notanimage.png"), b"this is text, not a picture\n").unwrap();
     // A PNG header that claims 100000 x 100000 pixels (decompression-bomb guard).
     fs::write(dir.join("huge.png"), huge_png_header(100_000, 100_000)).unwrap();
     fs::create_dir_all(dir.join("folder.png")).unwrap();
     fs::write(dir.join("weights.safetensors"), b"not safetensors at all").unwrap();
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 fn huge_png_header(w: u32, h: u32) -> Vec<u8> {
@@ -73,7 +60,7 @@ fn huge_png_header(w: u32, h: u32) -> Vec<u8> {
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     out.extend_from_slice(&13u32.to_be_bytes());
     out.extend_from_slice(&ihdr);
-    out.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&ihdr).to_be_bytes());
     out
 }
 
@@ -136,6 +123,12 @@ fn corpus(dir: &Path, out: &Path) -> Vec<Case> {
             with_style("truncated.jpg"),
             3,
             "truncated.jpg",
+        ),
+        case(
+            "jpeg without its end marker",
+            with_style("no_end.jpg"),
+            3,
+            "no_end.jpg",
         ),
         case(
             "text named .png",
@@ -510,4 +503,200 @@ fn odd_but_valid_images_work() {
         );
         assert!(out.exists(), "{f}: no output");
     }
+}
+
+/// A 64 x 48 gradient with noise: it compresses like a photograph, not like a flat fill.
+fn sample_image() -> image::RgbImage {
+    let mut state = 0x1234_5678u32;
+    image::RgbImage::from_fn(64, 48, |x, y| {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let n = state >> 27;
+        image::Rgb([
+            (x * 3 + n).min(255) as u8,
+            (y * 4 + n).min(255) as u8,
+            ((x + y) * 2 + 2 * n).min(255) as u8,
+        ])
+    })
+}
+
+/// A DXT1 DDS file (no encoder exists for DDS): the 128-byte header and 16 x 12 blocks.
+fn dds_dxt1(w: u32, h: u32) -> Vec<u8> {
+    let le = |v: u32| v.to_le_bytes();
+    let blocks = w.div_ceil(4) * h.div_ceil(4);
+    let mut out = b"DDS ".to_vec();
+    out.extend(le(124)); // header size
+    out.extend(le(0x1 | 0x2 | 0x4 | 0x1000 | 0x8_0000)); // caps, height, width, format, linear size
+    out.extend(le(h));
+    out.extend(le(w));
+    out.extend(le(blocks * 8)); // linear size
+    out.extend(le(0)); // depth
+    out.extend(le(0)); // mipmaps
+    out.extend([0u8; 44]); // reserved
+    out.extend(le(32)); // pixel format size
+    out.extend(le(0x4)); // DDPF_FOURCC
+    out.extend(b"DXT1");
+    out.extend([0u8; 20]); // bit count and masks
+    out.extend(le(0x1000)); // DDSCAPS_TEXTURE
+    out.extend([0u8; 16]); // caps2..4, reserved
+    assert_eq!(out.len(), 128);
+    for i in 0..blocks {
+        let c0 = (i * 2731 % 65536) as u16;
+        let c1 = (i * 977 % 65536) as u16;
+        out.extend(c0.to_le_bytes());
+        out.extend(c1.to_le_bytes());
+        out.extend((i.wrapping_mul(0x9E37_79B9)).to_le_bytes());
+    }
+    out
+}
+
+/// The sample image in every format `load_rgb` reads (the format is recognised from the
+/// content): name (its extension), bytes, and whether the format carries checksums that make
+/// any changed byte detectable.
+fn encoded_samples() -> Vec<(&'static str, Vec<u8>, bool)> {
+    use image::ImageFormat as F;
+    let img = image::DynamicImage::ImageRgb8(sample_image());
+    let mut out = Vec::new();
+    for (name, format, checksummed) in [
+        ("png", F::Png, true),
+        ("jpg", F::Jpeg, false),
+        ("gif", F::Gif, false),
+        ("bmp", F::Bmp, false),
+        ("tif", F::Tiff, false),
+        ("webp", F::WebP, false),
+        ("ico", F::Ico, true), // PNG inside
+        ("ppm", F::Pnm, false),
+        ("qoi", F::Qoi, false),
+        ("hdr", F::Hdr, false),
+        ("exr", F::OpenExr, false),
+        ("ff", F::Farbfeld, false),
+    ] {
+        let img = match format {
+            F::Hdr | F::OpenExr => image::DynamicImage::ImageRgb32F(img.to_rgb32f()),
+            F::Farbfeld => image::DynamicImage::ImageRgba16(img.to_rgba16()),
+            // The ICO decoder wants RGBA inside.
+            F::Ico => image::DynamicImage::ImageRgba8(img.to_rgba8()),
+            _ => img.clone(),
+        };
+        let mut buf = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut buf, format)
+            .unwrap_or_else(|e| panic!("encode {name}: {e}"));
+        out.push((name, buf.into_inner(), checksummed));
+    }
+    // ASCII PNM (P3).
+    let mut p3 = Vec::new();
+    img.write_with_encoder(image::codecs::pnm::PnmEncoder::new(&mut p3).with_subtype(
+        image::codecs::pnm::PnmSubtype::Pixmap(image::codecs::pnm::SampleEncoding::Ascii),
+    ))
+    .unwrap();
+    out.push(("p3.ppm", p3, false));
+    // An animated GIF: damage in a later frame must not pass because the first one is whole.
+    let mut anim = Vec::new();
+    {
+        let mut enc = image::codecs::gif::GifEncoder::new(&mut anim);
+        for k in 0..3u8 {
+            let frame = image::RgbaImage::from_fn(64, 48, |x, y| {
+                image::Rgba([(x * 4) as u8, (y * 5) as u8, k * 80 + (x ^ y) as u8, 255])
+            });
+            enc.encode_frame(image::Frame::new(frame)).unwrap();
+        }
+    }
+    out.push(("anim.gif", anim, false));
+    out.push(("dds", dds_dxt1(64, 48), false));
+    out
+}
+
+/// Where a file is cut: early, half-way, late, and only its last few bytes.
+fn cut_points(len: usize) -> Vec<usize> {
+    let mut v = vec![
+        len / 10,
+        len / 2,
+        len * 9 / 10,
+        len - 8,
+        len - 4,
+        len - 2,
+        len - 1,
+    ];
+    v.dedup();
+    v
+}
+
+/// Truncated files in every input format are refused with one line naming the file; none is
+/// decoded partially (grey or black filler where the data ran out) and synthesised from.
+///
+/// Bytes changed in the middle of a file are refused where the format can tell (PNG and the
+/// PNG inside ICO carry CRCs); elsewhere no decoder can know that valid-looking pixel data was
+/// altered (raw BMP/PNM/farbfeld/DDS samples, JPEG or WebP entropy-coded data that still
+/// decodes), so an image of the right size is acceptable there, and so is an error.
+///
+/// Not covered because undetectable: ASCII PNM (P3) cut inside its last sample or trailing
+/// whitespace (the rest is still a valid file), which is why its cut points skip the last
+/// bytes. TGA and AVIF are not input formats (TGA has no signature to recognise it by, AVIF
+/// has no decoder in this build); they are refused as unrecognised.
+#[test]
+fn damaged_images_are_refused_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = mrfsynth::image_io::LoadLimits::default();
+    let load = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        fs::write(&p, bytes).unwrap();
+        let r = mrfsynth::image_io::load_rgb(&p, &limits);
+        fs::remove_file(&p).unwrap();
+        r
+    };
+    // Every problem is collected, so one run lists them all.
+    let mut problems = Vec::new();
+    let check_err = |e: &mrfsynth::image_io::ImageError, name: &str| {
+        let msg = e.to_string();
+        (msg.contains('\n') || !msg.contains(name))
+            .then(|| format!("the error should be one line naming {name}: {msg:?}"))
+    };
+    for (ext, bytes, checksummed) in encoded_samples() {
+        let intact = load(&format!("intact.{ext}"), &bytes)
+            .unwrap_or_else(|e| panic!("{ext}: the intact file must load: {e}"));
+        assert_eq!((intact.width, intact.height), (64, 48), "{ext}");
+
+        let len = bytes.len();
+        for cut in cut_points(len) {
+            if ext == "p3.ppm" && cut + 8 >= len {
+                continue;
+            }
+            let name = format!("cut_{cut}_of_{len}.{ext}");
+            match load(&name, &bytes[..cut]) {
+                Ok(img) => problems.push(format!(
+                    "{name}: decoded as {}x{} from a truncated file",
+                    img.width, img.height
+                )),
+                Err(e) => problems.extend(check_err(&e, &name)),
+            }
+        }
+
+        let mut flipped = bytes.clone();
+        for b in &mut flipped[len / 2..len / 2 + 4] {
+            *b ^= 0x5A;
+        }
+        let name = format!("flipped.{ext}");
+        match load(&name, &flipped) {
+            Err(e) => problems.extend(check_err(&e, &name)),
+            Ok(img) if checksummed => problems.push(format!(
+                "{name}: decoded as {}x{} although its checksums fail",
+                img.width, img.height
+            )),
+            Ok(img) if (img.width, img.height) != (64, 48) => problems.push(format!(
+                "{name}: decoded as {}x{}, not 64x48",
+                img.width, img.height
+            )),
+            Ok(_) => {}
+        }
+    }
+
+    // Not input formats: refused as unrecognised, naming the file.
+    let mut tga = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(sample_image())
+        .write_to(&mut tga, image::ImageFormat::Tga)
+        .unwrap();
+    match load("x.tga", tga.get_ref()) {
+        Ok(_) => problems.push("x.tga: TGA is not an input format, yet it loaded".into()),
+        Err(e) => problems.extend(check_err(&e, "x.tga")),
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -211,12 +211,13 @@ fn a_texture_runs_on_the_gpu_and_matches_the_cpu_energy() {
     let Some(gpu) = gpu() else { return };
     let img = real_image();
     let sample = image_io::resize(&img, 128, 96);
-    let params = mrfsynth::synth::Params {
-        width: 96,
-        height: 96,
-        levels: 1,
-        iterations: 2,
-        ..mrfsynth::synth::Params::default()
+    let params = {
+        let mut p = mrfsynth::synth::Params::default();
+        p.width = 96;
+        p.height = 96;
+        p.levels = 1;
+        p.iterations = 2;
+        p
     };
     // Same seed, same start image: the energies along the way agree across devices.
     let run = |dev: &Device| {

@@ -10,9 +10,8 @@ use std::sync::OnceLock;
 
 use candle_core::{Device, Result, Tensor};
 use mrfsynth::image_io::{resize, RgbImageF32};
-use mrfsynth::matcher::{
-    ApproxMatcher, ApproxOptions, CandidateSearch, ExactMatcher, Matches, PatchMatcher,
-};
+use mrfsynth::matcher::approx::MAX_DIMS;
+use mrfsynth::matcher::{ApproxMatcher, ApproxOptions, ExactMatcher, Matches, PatchMatcher};
 use mrfsynth::prior::patches::unfold;
 use mrfsynth::synth::{init, style, Init, Task};
 use mrfsynth::vgg::{LayerId, Pooling, Vgg19};
@@ -73,39 +72,30 @@ fn exact_copies_find_themselves() -> Result<()> {
     // Queries are the bank rows at other scales: the match must not depend on the norm.
     let scales: Vec<f32> = (0..1500).map(|i| 0.5 + (i % 7) as f32).collect();
     let q = bank.broadcast_mul(&Tensor::from_vec(scales, (1500, 1), &Device::Cpu)?)?;
-    for search in [CandidateSearch::Scan, CandidateSearch::KdTree] {
-        for f16_bank in [false, true] {
-            let opts = ApproxOptions {
-                search,
-                f16_bank,
-                ..Default::default()
-            };
-            let m = ApproxMatcher::new(&bank, opts)?;
-            assert!(m.is_approximate());
-            assert_eq!(m.name(), "approx");
-            assert_eq!(m.len(), 1500);
-            let none = m.best(&q.narrow(0, 0, 0)?)?;
-            assert!(none.score.is_empty() && indices(&none).is_empty());
-            let r = m.best(&q)?;
-            let idx = indices(&r);
-            let tol = if f16_bank { 2e-3 } else { 1e-5 };
-            for (i, (&j, &s)) in idx.iter().zip(&r.score).enumerate() {
-                assert_eq!(
-                    j as usize, i,
-                    "{search:?} f16 {f16_bank}: row {i} matched {j}"
-                );
-                assert!(
-                    (s - 1.0).abs() < tol,
-                    "{search:?} f16 {f16_bank}: score {s}"
-                );
-            }
+    for f16_bank in [false, true] {
+        let opts = ApproxOptions {
+            f16_bank,
+            ..Default::default()
+        };
+        let m = ApproxMatcher::new(&bank, opts)?;
+        assert!(m.is_approximate());
+        assert_eq!(m.name(), "approx");
+        assert_eq!(m.len(), 1500);
+        let none = m.best(&q.narrow(0, 0, 0)?)?;
+        assert!(none.score.is_empty() && indices(&none).is_empty());
+        let r = m.best(&q)?;
+        let idx = indices(&r);
+        let tol = if f16_bank { 2e-3 } else { 1e-5 };
+        for (i, (&j, &s)) in idx.iter().zip(&r.score).enumerate() {
+            assert_eq!(j as usize, i, "f16 {f16_bank}: row {i} matched {j}");
+            assert!((s - 1.0).abs() < tol, "f16 {f16_bank}: score {s}");
         }
     }
     Ok(())
 }
 
 #[test]
-fn synthetic_recall_and_searches_agree() -> Result<()> {
+fn synthetic_recall() -> Result<()> {
     let bank = synthetic_bank(2000, 288, 5);
     // Queries: other draws of the same distribution, so many are near-ties.
     let q = synthetic_bank(800, 288, 6);
@@ -115,19 +105,6 @@ fn synthetic_recall_and_searches_agree() -> Result<()> {
     println!("synthetic 2000 x 288, defaults: recall@1 {r:.4}");
     assert!(r >= 0.95, "recall {r}");
     check_scores(&want, &scan, 1e-5);
-    // Both searches rank by the same estimate, so they find the same candidates, also where
-    // the estimate is poor (few dimensions, few candidates).
-    let small = |search| ApproxOptions {
-        dims: 16,
-        candidates: 4,
-        search,
-        ..Default::default()
-    };
-    let scan = ApproxMatcher::new(&bank, small(CandidateSearch::Scan))?.best(&q)?;
-    let tree = ApproxMatcher::new(&bank, small(CandidateSearch::KdTree))?.best(&q)?;
-    let (rs, rt) = (recall(&want, &scan), recall(&want, &tree));
-    println!("synthetic, dims 16, 4 candidates: recall@1 scan {rs:.4}, k-d tree {rt:.4}");
-    assert!(recall(&scan, &tree) >= 0.995, "scan {rs} vs tree {rt}");
     Ok(())
 }
 
@@ -146,16 +123,16 @@ fn small_banks_are_searched_exactly() -> Result<()> {
 #[test]
 fn bad_options_are_refused() {
     let bank = synthetic_bank(600, 64, 9);
-    let with = |dims, candidates, search| ApproxOptions {
+    let with = |dims, candidates| ApproxOptions {
         dims,
         candidates,
-        search,
         ..Default::default()
     };
-    assert!(ApproxMatcher::new(&bank, with(0, 16, CandidateSearch::Scan)).is_err());
-    assert!(ApproxMatcher::new(&bank, with(16, 0, CandidateSearch::Scan)).is_err());
-    assert!(ApproxMatcher::new(&bank, with(20, 16, CandidateSearch::KdTree)).is_err());
-    assert!(ApproxMatcher::new(&bank, with(20, 16, CandidateSearch::Scan)).is_ok());
+    assert!(ApproxMatcher::new(&bank, with(0, 16)).is_err());
+    assert!(ApproxMatcher::new(&bank, with(16, 0)).is_err());
+    assert!(ApproxMatcher::new(&bank, with(MAX_DIMS + 1, 16)).is_err());
+    // Any dims in 1..=MAX_DIMS is taken.
+    assert!(ApproxMatcher::new(&bank, with(20, 16)).is_ok());
 }
 
 /// A real bank and the query sets matched against it.

@@ -48,12 +48,11 @@ fn synthesise(vgg: &Vgg19, style: &RgbImageF32, params: &Params) -> (Metrics, Sy
 
 /// The 1.5x job of the benchmark, scaled down: a 128 px crop at native scale, 192 px out.
 fn small_job() -> Params {
-    Params {
-        width: 192,
-        height: 192,
-        iterations: 40,
-        ..Params::default()
-    }
+    let mut p = Params::default();
+    p.width = 192;
+    p.height = 192;
+    p.iterations = 40;
+    p
 }
 
 #[test]
@@ -99,16 +98,13 @@ fn the_default_beats_a_noise_start_with_the_coarse_level_skipped() {
     let style = sample("gravel", 128);
     let (ours, _) = synthesise(&vgg, &style, &small_job());
     // The two departures the ablation found most costly, together (the old default's).
-    let (departed, _) = synthesise(
-        &vgg,
-        &style,
-        &Params {
-            init: Init::Noise,
-            min_style_patches: 36,
-            mrf_gradient: MrfGradient::Sum,
-            ..small_job()
-        },
-    );
+    let (departed, _) = synthesise(&vgg, &style, &{
+        let mut p = small_job();
+        p.init = Init::Noise;
+        p.min_style_patches = 36;
+        p.mrf_gradient = MrfGradient::Sum;
+        p
+    });
     eprintln!(
         "gravel: swd {:.1} (departed {:.1}), copy {:.3}",
         ours.swd, departed.swd, ours.copy_score
@@ -130,11 +126,12 @@ fn the_default_beats_a_noise_start_with_the_coarse_level_skipped() {
 fn the_gc_prior_does_not_regrow_the_sample_at_its_own_size() {
     let vgg = Vgg19::new(common::weights(), Pooling::Max, &Device::Cpu).unwrap();
     let style = sample("gravel", 128);
-    let same_size = |p: Params| Params {
-        width: 128,
-        height: 128,
-        iterations: 100,
-        ..p
+    let same_size = |p: Params| {
+        let mut p = p;
+        p.width = 128;
+        p.height = 128;
+        p.iterations = 100;
+        p
     };
     let (mrf, _) = synthesise(&vgg, &style, &same_size(Params::default()));
     let (gc, out) = synthesise(

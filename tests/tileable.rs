@@ -47,14 +47,15 @@ fn tiled_output_has_invisible_seams() {
     for name in ["ihc", "gravel"] {
         let style = common::fetched_rgb(name, Some(128));
         let run = |tileable: bool| {
-            let params = Params {
-                width: 64,
-                height: 64,
-                levels: 1,
-                iterations: 40,
-                seed: 3,
-                tileable,
-                ..Params::default()
+            let params = {
+                let mut p = Params::default();
+                p.width = 64;
+                p.height = 64;
+                p.levels = 1;
+                p.iterations = 40;
+                p.seed = 3;
+                p.tileable = tileable;
+                p
             };
             synth::run(
                 &vgg,

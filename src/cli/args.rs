@@ -4,6 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mrfsynth::device::DeviceSpec;
+use mrfsynth::metrics::MetricsOptions;
+use mrfsynth::session::DEFAULT_LONG_SIDE;
+use mrfsynth::synth::params::{
+    DEFAULT_CONTENT_LAYER, DEFAULT_GRAM_LAYERS, DEFAULT_MAP_WEIGHT, GRAM_CONTENT_WEIGHT,
+};
+use mrfsynth::synth::Params;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,6 +43,58 @@ pub enum Command {
     /// Fetch, describe or verify the VGG19 weights.
     #[command(subcommand)]
     Weights(WeightsCommand),
+    /// Run a manifest of jobs (JSON lines), or one shard of it; `batch expand`, `batch summarize`.
+    Batch(BatchArgs),
+}
+
+/// `mrfsynth batch MANIFEST.jsonl [--shard I/N|auto] ...`, or one of its helpers.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BatchArgs {
+    #[command(subcommand)]
+    pub action: Option<BatchAction>,
+    /// The manifest: one JSON object a line, {"command": "texture", "style": "a.png", ...}.
+    #[arg(value_name = "MANIFEST.jsonl", required = true)]
+    pub manifest: Option<PathBuf>,
+    /// Run shard I of N (0-based): the jobs whose hash mod N is I. `auto` reads
+    /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX/MRFSYNTH_SHARDS.
+    #[arg(long, default_value = "0/1", value_name = "I/N|auto")]
+    pub shard: String,
+    /// Where results-IofN.jsonl and metrics records go (default: the manifest's folder). Relative paths in jobs are taken from the manifest's folder.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// List the shard's jobs (hash, state, argv) without running them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Jobs run side by side (threads); 1 lets one job use every core.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub jobs: usize,
+    /// Also score every texture/transfer output (SWD, Gram, patch, copy, colour) into its record.
+    #[arg(long)]
+    pub metrics: bool,
+    /// A lock whose holder has not refreshed it for this many seconds is stale (holders refresh every 30 s or less).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub stale_lock: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BatchAction {
+    /// Print the manifest with its "grid" lines expanded (one job a line, with hash and shard).
+    Expand {
+        #[arg(value_name = "MANIFEST.jsonl")]
+        manifest: PathBuf,
+        /// Show which of N shards each job falls in.
+        #[arg(long, value_name = "N")]
+        shards: Option<u64>,
+    },
+    /// Merge DIR/results-*.jsonl into DIR/summary.json and DIR/summary.html (mean and spread per group).
+    Summarize {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Keys that vary within a group (default: seed); the other job keys, output aside, name the group.
+        #[arg(long, value_delimiter = ',', default_value = "seed")]
+        over: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,16 +131,16 @@ pub enum OptimizerArg {
 #[derive(Args, Debug)]
 pub struct SynthArgs {
     /// Random seed (noise initialisation).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = Params::default().seed)]
     pub seed: u64,
     /// Pyramid levels, coarse to fine.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = Params::default().levels)]
     pub levels: usize,
     /// Size ratio between neighbouring levels.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = Params::default().level_ratio)]
     pub level_ratio: f32,
     /// Optimiser iterations per level.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = Params::default().iterations)]
     pub iterations: usize,
     /// Iterations at the finest level, where they cost the most (default: --iterations).
     #[arg(long, value_name = "N")]
@@ -93,10 +151,10 @@ pub struct SynthArgs {
     #[arg(long, value_name = "mrf|gram|mrf+gram|gc")]
     pub prior: Option<String>,
     /// Gram (style) weight per layer, as neural-style's --style_weight.
-    #[arg(long, default_value_t = 1e2)]
+    #[arg(long, default_value_t = Params::default().gram_weight)]
     pub style_weight: f64,
     /// Gram layers.
-    #[arg(long, default_value = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")]
+    #[arg(long, default_value = DEFAULT_GRAM_LAYERS)]
     pub gram_layers: String,
     /// Weights of several style images (comma-separated, one per --style image): they weigh the Gram targets, and bias MRF matching (a patch's score is multiplied by its image's weight / the largest).
     #[arg(long, value_name = "W1,W2,..")]
@@ -133,13 +191,13 @@ pub struct SynthArgs {
     #[arg(long, value_name = "W")]
     pub tv_weight: Option<f64>,
     /// Style rotations: angles k*pi/24 with |k| <= R.
-    #[arg(long, default_value_t = 0, value_name = "R")]
+    #[arg(long, default_value_t = Params::default().rotations, value_name = "R")]
     pub rotations: u32,
     /// Style scales: 1.05^s with |s| <= S.
-    #[arg(long, default_value_t = 0, value_name = "S")]
+    #[arg(long, default_value_t = Params::default().scales, value_name = "S")]
     pub scales: u32,
     /// Scale of the style image (texture: relative to its own size; transfer: to the output's).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = Params::default().style_scale)]
     pub style_scale: f32,
     /// Optimiser (default: lbfgs; adam for --prior gc, as its paper).
     #[arg(long, value_enum)]
@@ -198,7 +256,7 @@ pub struct SynthArgs {
     #[arg(long, value_name = "MAP")]
     pub target_map: Option<PathBuf>,
     /// Weight of the maps in the matching (1: as much as the features).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = DEFAULT_MAP_WEIGHT)]
     pub map_weight: f32,
     /// Make a seamless tile (the output wraps around; sides rounded to multiples of 16).
     #[arg(long)]
@@ -253,7 +311,7 @@ pub struct TransferArgs {
     )]
     pub style: Vec<PathBuf>,
     /// Long side of the output (the content's aspect is kept).
-    #[arg(long, default_value_t = 384)]
+    #[arg(long, default_value_t = DEFAULT_LONG_SIDE)]
     pub long_side: u32,
     /// Content weight (default 2e1 with the MRF prior as CNNMRF, 5 with Gram alone as neural-style).
     #[arg(long)]
@@ -262,7 +320,7 @@ pub struct TransferArgs {
     #[arg(long)]
     pub original_colors: bool,
     /// Content layer.
-    #[arg(long, default_value = "relu4_2")]
+    #[arg(long, default_value = DEFAULT_CONTENT_LAYER)]
     pub content_layer: String,
     /// Start from: content, noise, mean (flat grey), or an image file.
     #[arg(
@@ -295,12 +353,12 @@ pub struct CompareArgs {
     #[arg(long, value_name = "WxH")]
     pub size: Option<String>,
     /// Transfer: long side of the output.
-    #[arg(long, default_value_t = 384)]
+    #[arg(long, default_value_t = DEFAULT_LONG_SIDE)]
     pub long_side: u32,
     /// Content weight of the MRF run (the Gram run uses neural-style's 5 unless --gram-content-weight says otherwise).
-    #[arg(long, default_value_t = 2e1)]
+    #[arg(long, default_value_t = Params::default().content_weight)]
     pub content_weight: f64,
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = GRAM_CONTENT_WEIGHT)]
     pub gram_content_weight: f64,
     #[command(flatten)]
     pub synth: SynthArgs,
@@ -320,7 +378,7 @@ pub struct MetricsArgs {
     #[arg(long)]
     pub json: bool,
     /// Seed of the sliced Wasserstein directions.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = MetricsOptions::default().seed)]
     pub seed: u64,
 }
 

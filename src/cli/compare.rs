@@ -15,8 +15,8 @@ use mrfsynth::vgg::{Pooling, Precision, Vgg19};
 use super::args::{CompareArgs, MetricsArgs};
 use super::progress::Progress;
 use super::{
-    classify, exit, failure, load_image, load_network, load_styles, params_from, parse_size,
-    sidecar_json, synth_network, CliError, IMAGE_EXTS,
+    exit, failure, load_image, load_network, load_styles, params_from, parse_size, sidecar_json,
+    synth_network, CliError, IMAGE_EXTS,
 };
 
 pub fn metrics(a: MetricsArgs, weights_path: Option<&Path>) -> Result<(), CliError> {
@@ -38,8 +38,7 @@ pub fn metrics(a: MetricsArgs, weights_path: Option<&Path>) -> Result<(), CliErr
         seed: a.seed,
         ..MetricsOptions::default()
     };
-    let m = metrics::compute(&vgg, &image, &style, content.as_ref(), &opts)
-        .map_err(|e| classify(&e))?;
+    let m = metrics::compute(&vgg, &image, &style, content.as_ref(), &opts)?;
     let value = serde_json::to_value(&m).map_err(failure)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&value).map_err(failure)?);
@@ -187,7 +186,11 @@ fn compare_one(
     let (w, h) = match (content, &a.size) {
         (Some(c), _) => image_io::dims_for_long_side(c.width, c.height, a.long_side),
         (None, Some(s)) => parse_size(s)?,
-        (None, None) => image_io::dims_for_long_side(styles[0].width, styles[0].height, 384),
+        (None, None) => image_io::dims_for_long_side(
+            styles[0].width,
+            styles[0].height,
+            mrfsynth::session::DEFAULT_LONG_SIDE,
+        ),
     };
     let blend = super::blend_weights(a.synth.style_blend.as_deref(), styles.len())?;
     let mut runs = Vec::new();
@@ -210,8 +213,7 @@ fn compare_one(
             Some(c) => Task::Transfer { content: c },
             None => Task::Texture,
         };
-        let mut result =
-            synth::run(vgg, styles, &blend, task, &params, progress).map_err(|e| classify(&e))?;
+        let mut result = synth::run(vgg, styles, &blend, task, &params, progress)?;
         // Score the image as it is saved (8 bits), so `mrfsynth metrics` on the file agrees.
         result
             .image
@@ -222,8 +224,7 @@ fn compare_one(
             seed: params.seed,
             ..MetricsOptions::default()
         };
-        let m = metrics::compute(vgg, &result.image, &styles[0], content, &opts)
-            .map_err(|e| classify(&e))?;
+        let m = metrics::compute(vgg, &result.image, &styles[0], content, &opts)?;
         let inputs =
             serde_json::json!({ "style": style_paths, "content": a.content, "style_blend": blend });
         let file = dir.join(format!("{}.png", label.to_lowercase()));

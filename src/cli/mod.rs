@@ -1,6 +1,7 @@
 //! The command-line front end: parse, build a job, run it, report. No algorithm lives here.
 
 pub mod args;
+mod batch;
 mod compare;
 mod progress;
 
@@ -16,6 +17,7 @@ use mrfsynth::synth::{
     self, Init, OptimizerKind, Params, Preset, PriorKind, SynthResult, Task, GRAM_CONTENT_WEIGHT,
 };
 use mrfsynth::vgg::{LayerId, Pooling, Precision, Vgg19};
+use mrfsynth::ErrorKind;
 
 use args::{
     Cli, Command, FeaturesArgs, OptimizerArg, OutputArgs, PoolArg, SynthArgs, TextureArgs,
@@ -64,12 +66,18 @@ fn failure(e: impl std::fmt::Display) -> CliError {
     CliError::new(exit::FAILURE, e.to_string())
 }
 
-/// One line for an error chain: "outer: inner: root".
-fn chain(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
+/// Library errors end the program with the exit code of their kind.
+impl From<mrfsynth::Error> for CliError {
+    fn from(e: mrfsynth::Error) -> Self {
+        let code = match e.kind() {
+            ErrorKind::Settings => exit::USAGE,
+            ErrorKind::BadInput => exit::BAD_INPUT,
+            ErrorKind::Weights => exit::WEIGHTS,
+            ErrorKind::Interrupted => exit::INTERRUPTED,
+            _ => exit::FAILURE,
+        };
+        CliError::new(code, e.one_line())
+    }
 }
 
 pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> Result<(), CliError> {
@@ -80,6 +88,7 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> Result<(), CliError> {
         Command::Metrics(a) => compare::metrics(a, cli.weights.as_deref()),
         Command::Features(a) => features(a, cli.weights.as_deref()),
         Command::Weights(c) => weights_cmd(c, cli.weights.as_deref()),
+        Command::Batch(a) => batch::batch(a, cli.weights.as_deref(), cli.quiet, interrupted),
     }
 }
 
@@ -224,66 +233,64 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
             .parse()
             .map_err(|e: String| CliError::usage(format!("--mrf-gradient: {e}")))?,
     };
-    let p = Params {
-        prior,
-        gram_layers: layers(&a.gram_layers, "--gram-layers")?,
-        gram_weight: a.style_weight,
-        width,
-        height,
-        levels: a.levels,
-        level_ratio: a.level_ratio,
-        iterations: a.iterations,
-        finest_iterations: a.finest_iterations.or(base.finest_iterations),
-        mrf_layers: match &a.mrf_layers {
-            Some(l) => layers(l, "--mrf-layers")?,
-            None => base.mrf_layers.clone(),
-        },
-        patch_size: a.patch_size.unwrap_or(base.patch_size),
-        stride: a.stride.unwrap_or(base.stride),
-        style_stride: a.style_stride.or(a.stride).unwrap_or(base.style_stride),
-        mrf_weight: a.mrf_weight.unwrap_or(base.mrf_weight),
-        occurrence: a.occurrence.unwrap_or(base.occurrence),
-        gc_bandwidth: a.gc_bandwidth.unwrap_or(base.gc_bandwidth),
-        gc_top_k: a.gc_top_k.unwrap_or(base.gc_top_k),
-        gc_max_queries: a.gc_max_queries.unwrap_or(base.gc_max_queries),
-        tv_weight: a.tv_weight.unwrap_or(base.tv_weight),
-        rotations: a.rotations,
-        scales: a.scales,
-        style_scale: a.style_scale,
-        optimizer: match a.optimizer {
-            None => base.optimizer,
-            Some(OptimizerArg::Lbfgs) => OptimizerKind::Lbfgs,
-            Some(OptimizerArg::Adam) => OptimizerKind::Adam,
-        },
-        history: a.history.unwrap_or(base.history),
-        learning_rate: a.learning_rate.unwrap_or(base.learning_rate),
-        line_search: choice("--line-search", &a.line_search, ["wolfe", "none"])?
-            .unwrap_or(base.line_search),
-        first_step_px,
-        mrf_gradient,
-        full_grid: choice("--patch-grid", &a.patch_grid, ["full", "stride"])?
-            .unwrap_or(base.full_grid),
-        mirror_style: choice("--style-padding", &a.style_padding, ["mirror", "zero"])?
-            .unwrap_or(base.mirror_style),
-        min_style_patches: a.min_style_patches.unwrap_or(base.min_style_patches),
-        seed: a.seed,
-        tileable: a.tileable,
-        matcher: a
-            .matcher
-            .parse()
-            .map_err(|e: String| CliError::usage(format!("--matcher: {e}")))?,
-        tile: a.tile,
-        bank_precision: a
-            .bank_precision
-            .parse()
-            .map_err(|e: String| CliError::usage(format!("--bank-precision: {e}")))?,
-        max_memory: match &a.max_memory {
-            None => None,
-            Some(m) => Some(mrfsynth::synth::memory::parse_bytes(m).ok_or_else(|| {
-                CliError::usage(format!("--max-memory {m}: expected a size like 8G or 512M"))
-            })?),
-        },
-        ..base
+    let mut p = base.clone();
+    p.prior = prior;
+    p.gram_layers = layers(&a.gram_layers, "--gram-layers")?;
+    p.gram_weight = a.style_weight;
+    p.width = width;
+    p.height = height;
+    p.levels = a.levels;
+    p.level_ratio = a.level_ratio;
+    p.iterations = a.iterations;
+    p.finest_iterations = a.finest_iterations.or(base.finest_iterations);
+    p.mrf_layers = match &a.mrf_layers {
+        Some(l) => layers(l, "--mrf-layers")?,
+        None => base.mrf_layers.clone(),
+    };
+    p.patch_size = a.patch_size.unwrap_or(base.patch_size);
+    p.stride = a.stride.unwrap_or(base.stride);
+    p.style_stride = a.style_stride.or(a.stride).unwrap_or(base.style_stride);
+    p.mrf_weight = a.mrf_weight.unwrap_or(base.mrf_weight);
+    p.occurrence = a.occurrence.unwrap_or(base.occurrence);
+    p.gc_bandwidth = a.gc_bandwidth.unwrap_or(base.gc_bandwidth);
+    p.gc_top_k = a.gc_top_k.unwrap_or(base.gc_top_k);
+    p.gc_max_queries = a.gc_max_queries.unwrap_or(base.gc_max_queries);
+    p.tv_weight = a.tv_weight.unwrap_or(base.tv_weight);
+    p.rotations = a.rotations;
+    p.scales = a.scales;
+    p.style_scale = a.style_scale;
+    p.optimizer = match a.optimizer {
+        None => base.optimizer,
+        Some(OptimizerArg::Lbfgs) => OptimizerKind::Lbfgs,
+        Some(OptimizerArg::Adam) => OptimizerKind::Adam,
+    };
+    p.history = a.history.unwrap_or(base.history);
+    p.learning_rate = a.learning_rate.unwrap_or(base.learning_rate);
+    p.line_search =
+        choice("--line-search", &a.line_search, ["wolfe", "none"])?.unwrap_or(base.line_search);
+    p.first_step_px = first_step_px;
+    p.mrf_gradient = mrf_gradient;
+    p.full_grid =
+        choice("--patch-grid", &a.patch_grid, ["full", "stride"])?.unwrap_or(base.full_grid);
+    p.mirror_style = choice("--style-padding", &a.style_padding, ["mirror", "zero"])?
+        .unwrap_or(base.mirror_style);
+    p.min_style_patches = a.min_style_patches.unwrap_or(base.min_style_patches);
+    p.seed = a.seed;
+    p.tileable = a.tileable;
+    p.matcher = a
+        .matcher
+        .parse()
+        .map_err(|e: String| CliError::usage(format!("--matcher: {e}")))?;
+    p.tile = a.tile;
+    p.bank_precision = a
+        .bank_precision
+        .parse()
+        .map_err(|e: String| CliError::usage(format!("--bank-precision: {e}")))?;
+    p.max_memory = match &a.max_memory {
+        None => None,
+        Some(m) => Some(mrfsynth::synth::parse_bytes(m).ok_or_else(|| {
+            CliError::usage(format!("--max-memory {m}: expected a size like 8G or 512M"))
+        })?),
     };
     Ok(p)
 }
@@ -367,17 +374,20 @@ fn texture(
     let blend = blend_weights(a.synth.style_blend.as_deref(), styles.len())?;
     let (w, h) = match &a.size {
         Some(s) => parse_size(s)?,
-        None => image_io::dims_for_long_side(styles[0].width, styles[0].height, 384),
+        None => image_io::dims_for_long_side(
+            styles[0].width,
+            styles[0].height,
+            mrfsynth::session::DEFAULT_LONG_SIDE,
+        ),
     };
     let mut params = params_from(&a.synth, w, h)?;
     if let Some(init) = &a.init {
         params.init = parse_init(init, false)?;
     }
     params.guides = guides_from(&a.synth, styles.len())?;
-    params.validate().map_err(|e| CliError::usage(chain(&e)))?;
+    params.validate()?;
     let (weights, vgg) = synth_network(&a.synth, weights_path, &progress)?;
-    let result = synth::run(&vgg, &styles, &blend, Task::Texture, &params, &mut progress)
-        .map_err(|e| classify(&e))?;
+    let result = synth::run(&vgg, &styles, &blend, Task::Texture, &params, &mut progress)?;
     let inputs = serde_json::json!({ "style": style_paths, "style_blend": blend });
     finish(
         "texture",
@@ -422,7 +432,7 @@ fn transfer(
         .map_err(|e| CliError::usage(format!("--content-layer: {e}")))?;
     params.init = parse_init(&a.init, true)?;
     params.guides = guides_from(&a.synth, styles.len())?;
-    params.validate().map_err(|e| CliError::usage(chain(&e)))?;
+    params.validate()?;
     let (weights, vgg) = synth_network(&a.synth, weights_path, &progress)?;
     let result = synth::run(
         &vgg,
@@ -431,8 +441,7 @@ fn transfer(
         Task::Transfer { content: &content },
         &params,
         &mut progress,
-    )
-    .map_err(|e| classify(&e))?;
+    )?;
     let inputs =
         serde_json::json!({ "content": a.content, "style": style_paths, "style_blend": blend });
     finish(
@@ -445,16 +454,6 @@ fn transfer(
         result,
         &progress,
     )
-}
-
-/// Errors from a run: sizes that cannot work are the input's fault, anything else a failure.
-fn classify(e: &anyhow::Error) -> CliError {
-    let msg = chain(e);
-    if msg.contains("too small") || msg.contains("not enough memory") {
-        CliError::input(msg)
-    } else {
-        failure(msg)
-    }
 }
 
 /// The guide maps, checked against the style count (both or neither map flag).
@@ -627,7 +626,7 @@ fn features(a: FeaturesArgs, weights_path: Option<&Path>) -> Result<(), CliError
         Precision::F32,
         None,
     )?;
-    let feats = synth::features(&vgg, &img, &layer_ids).map_err(|e| failure(chain(&e)))?;
+    let feats = synth::features(&vgg, &img, &layer_ids)?;
     let named: Vec<(String, candle_core::Tensor)> = feats
         .into_iter()
         .map(|(l, t)| (l.name().to_string(), t))

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use mrfsynth::image_io::{save_rgb, RgbImageF32};
-use mrfsynth::optim::{Control, StepInfo};
+use mrfsynth::synth::{Control, StepInfo};
 use mrfsynth::synth::{Level, LevelReport, Observer};
 
 #[derive(Clone, Copy, PartialEq)]

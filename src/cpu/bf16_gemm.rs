@@ -167,6 +167,10 @@ fn pack_b(b: &[f32], ldb: usize, k: usize, n0: usize, nb: usize, out: &mut [u32]
 }
 
 /// MR x NR of C = the packed A panel times the packed B panel, over kp pairs of K.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512 BF16; `ap` points to kp * MR values, `bp` to kp * NR, and
+/// C holds `rows` (at most MR) rows of `cols` (at most NR) values from `c`, stride `ldc`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn kernel(
@@ -178,30 +182,43 @@ unsafe fn kernel(
     rows: usize,
     cols: usize,
 ) {
+    // SAFETY: the two types have the same size, and every bit pattern is a value of both.
+    let bh = |v: __m512i| unsafe { std::mem::transmute::<__m512i, __m512bh>(v) };
     let mut acc = [[_mm512_setzero_ps(); 3]; MR];
     for k2 in 0..kp {
-        let bk = bp.add(k2 * NR);
-        let b: [__m512bh; 3] = [
-            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bk as *const _)),
-            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bk.add(16) as *const _)),
-            std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bk.add(32) as *const _)),
-        ];
-        let ak = ap.add(k2 * MR);
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            let a = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*ak.add(r) as i32));
+        // SAFETY: pair row k2 < kp of the B panel: NR = 48 values from k2 * NR, inside `bp`.
+        let b: [__m512bh; 3] = unsafe {
+            let bk = bp.add(k2 * NR);
+            [
+                bh(_mm512_loadu_si512(bk as *const _)),
+                bh(_mm512_loadu_si512(bk.add(16) as *const _)),
+                bh(_mm512_loadu_si512(bk.add(32) as *const _)),
+            ]
+        };
+        // SAFETY: pair row k2 < kp of the A panel: MR values from k2 * MR, inside `ap`.
+        let ak = unsafe { std::slice::from_raw_parts(ap.add(k2 * MR), MR) };
+        for (acc_r, &a) in acc.iter_mut().zip(ak) {
+            let a = bh(_mm512_set1_epi32(a as i32));
             for (j, acc_rj) in acc_r.iter_mut().enumerate() {
                 *acc_rj = _mm512_dpbf16_ps(*acc_rj, a, b[j]);
             }
         }
     }
     for (r, acc_r) in acc.iter().enumerate().take(rows) {
-        let row = c.add(r * ldc);
         for (j, v) in acc_r.iter().enumerate() {
             let left = cols.saturating_sub(16 * j).min(16);
-            if left == 16 {
-                _mm512_storeu_ps(row.add(16 * j), *v);
-            } else if left > 0 {
-                _mm512_mask_storeu_ps(row.add(16 * j), ((1u32 << left) - 1) as __mmask16, *v);
+            if left == 0 {
+                continue;
+            }
+            // SAFETY: row r < rows, columns 16j..16j + left with 0 < left and 16j + left <=
+            // cols: inside C.
+            unsafe {
+                let at = c.add(r * ldc + 16 * j);
+                if left == 16 {
+                    _mm512_storeu_ps(at, *v);
+                } else {
+                    _mm512_mask_storeu_ps(at, ((1u32 << left) - 1) as __mmask16, *v);
+                }
             }
         }
     }

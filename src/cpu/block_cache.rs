@@ -119,36 +119,50 @@ unsafe impl GlobalAlloc for BlockCache {
                 return p;
             }
         }
-        System.alloc(layout)
+        // SAFETY: the caller's layout has a non-zero size (GlobalAlloc's contract).
+        unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if layout.size() >= MIN_BYTES {
             if let Some(p) = Self::take(layout) {
-                std::ptr::write_bytes(p, 0, layout.size());
+                // SAFETY: a kept block of exactly this size, now owned by this caller alone.
+                unsafe { std::ptr::write_bytes(p, 0, layout.size()) };
                 return p;
             }
         }
-        System.alloc_zeroed(layout)
+        // SAFETY: the caller's layout has a non-zero size (GlobalAlloc's contract).
+        unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if layout.size() >= MIN_BYTES && Self::keep(ptr, layout) {
             return;
         }
-        System.dealloc(ptr, layout)
+        // SAFETY: every block this allocator hands out comes from System with the layout it
+        // was asked for, and the caller gives back `ptr` with that layout.
+        unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if layout.size() < MIN_BYTES && new_size < MIN_BYTES {
-            return System.realloc(ptr, layout, new_size);
+            // SAFETY: the caller's contract for `realloc`, passed on; a small block came from
+            // System (only blocks of MIN_BYTES and more are kept), so System may resize it.
+            return unsafe { System.realloc(ptr, layout, new_size) };
         }
         // Through alloc and dealloc, so that large blocks pass through the cache.
-        let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
-        let new = self.alloc(new_layout);
+        // SAFETY: `realloc`'s contract: new_size is non-zero and, rounded up to the (valid)
+        // alignment, does not overflow isize.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: a valid layout of non-zero size.
+        let new = unsafe { self.alloc(new_layout) };
         if !new.is_null() {
-            std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-            self.dealloc(ptr, layout);
+            // SAFETY: `ptr` holds layout.size() bytes (the caller's block) and `new` new_size,
+            // distinct blocks; then `ptr` goes back with the layout it was allocated with.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
         }
         new
     }
@@ -162,6 +176,8 @@ mod tests {
     fn large_blocks_come_back_and_zeroed_ones_are_zero() {
         let a = BlockCache;
         let layout = Layout::from_size_align(3 << 20, 64).unwrap();
+        // SAFETY: every layout has a non-zero size; each block is written within its size and
+        // given back once, with the layout it was allocated with.
         unsafe {
             let p = a.alloc(layout);
             assert!(!p.is_null());

@@ -1,10 +1,9 @@
 //! CPU kernels shared by the data path: run-time SIMD dispatch, bf16 products, candle custom-op
 //! helpers, the block-caching allocator and the pointer wrapper that parallel bands write through.
 
-pub mod bf16_gemm;
 pub mod block_cache;
 pub(crate) mod ops;
-pub mod simd;
+internal_mod!(bf16_gemm, simd);
 
 /// Raw pointer that may cross threads: every band writes a disjoint part of the output.
 #[derive(Clone, Copy)]

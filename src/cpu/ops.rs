@@ -32,9 +32,9 @@ pub(crate) unsafe fn par_filled(
         .par_chunks_mut(chunk.max(1))
         .enumerate()
         .for_each(|(i, c)| fill(i, c));
-    // SAFETY: every chunk of the first `len` values was initialised by `fill` (the caller's
-    // promise).
-    v.set_len(len);
+    // SAFETY: the capacity is `len`, and every chunk of the first `len` values was initialised
+    // by `fill` (the caller's promise).
+    unsafe { v.set_len(len) };
     v
 }
 
@@ -43,7 +43,9 @@ pub(crate) unsafe fn par_filled(
 /// # Safety
 /// Every element must have been written.
 pub(crate) unsafe fn assume_init(c: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
-    &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32])
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and every element is initialised
+    // (the caller's promise); the borrow is passed on.
+    unsafe { &mut *(c as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// C (m x n, row stride `ldc`) = A (m x k, row stride `lda`) B (k x n, row stride `ldb`), f32,
@@ -63,25 +65,29 @@ pub(crate) unsafe fn gemm_rowmajor(
     b: *const f32,
     ldb: usize,
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        c,
-        1,
-        ldc as isize,
-        false,
-        a,
-        1,
-        lda as isize,
-        b,
-        1,
-        ldb as isize,
-        0.0f32,
-        1.0f32,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    );
+    // SAFETY: the caller's promise: the matrices lie in their allocations, C apart from A and
+    // B (C is written, not read: `read_dst` is false).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            ldc as isize,
+            false,
+            a,
+            1,
+            lda as isize,
+            b,
+            1,
+            ldb as isize,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }

@@ -5,12 +5,32 @@
 //! AVX2+FMA enabled, and its loops vectorise to that width; the closure gets the level, so that
 //! it can call intrinsics of that level.
 
-/// The vector instructions a [`wide`] closure may use.
+use std::mem::MaybeUninit;
+
+/// The vector instructions a [`wide`] closure may use: a proof that the CPU has them.
+///
+/// Only [`level`] (by detection), [`wide`] and [`Level::BASELINE`] make one, so a value
+/// naming AVX2 or AVX-512 exists only on a CPU that has those features; the functions here
+/// that take a level run that level's instructions on it without another check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
+pub struct Level(Isa);
+
+/// The instruction sets a [`Level`] can name (read with [`Level::isa`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
     Baseline,
     Avx2,
     Avx512,
+}
+
+impl Level {
+    /// Baseline x86-64 (or any other target): every CPU has it.
+    pub const BASELINE: Level = Level(Isa::Baseline);
+
+    /// The instruction set this level names.
+    pub fn isa(self) -> Isa {
+        self.0
+    }
 }
 
 /// The best level this CPU supports (detected once).
@@ -21,13 +41,13 @@ pub fn level() -> Level {
         {
             use std::arch::is_x86_feature_detected as has;
             if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512dq") {
-                return Level::Avx512;
+                return Level(Isa::Avx512);
             }
             if has!("avx2") && has!("fma") {
-                return Level::Avx2;
+                return Level(Isa::Avx2);
             }
         }
-        Level::Baseline
+        Level::BASELINE
     })
 }
 
@@ -35,25 +55,28 @@ pub fn level() -> Level {
 #[inline(always)]
 pub fn wide<R>(f: impl FnOnce(Level) -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    match level() {
+    match level().isa() {
         // SAFETY: the CPU has these features (checked by `level`).
-        Level::Avx512 => return unsafe { avx512(f) },
-        Level::Avx2 => return unsafe { avx2(f) },
-        Level::Baseline => {}
+        Isa::Avx512 => return unsafe { avx512(f) },
+        // SAFETY: as above.
+        Isa::Avx2 => return unsafe { avx2(f) },
+        Isa::Baseline => {}
     }
-    f(Level::Baseline)
+    f(Level::BASELINE)
 }
 
+/// Safety: the CPU has AVX-512 F, BW, VL and DQ, AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
 unsafe fn avx512<R>(f: impl FnOnce(Level) -> R) -> R {
-    f(Level::Avx512)
+    f(Level(Isa::Avx512))
 }
 
+/// Safety: the CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2<R>(f: impl FnOnce(Level) -> R) -> R {
-    f(Level::Avx2)
+    f(Level(Isa::Avx2))
 }
 
 /// Splits `row` by phase: `out[q * stride + k] = row[m * k + q]` for k < `len(q)`, where
@@ -64,7 +87,7 @@ pub fn split_phases(level: Level, row: &[f32], m: usize, n: usize, out: &mut [f3
     assert!(row.len() >= m * n + 2 && out.len() > (m - 1) * stride + n && stride > n);
     let mut k0 = 0;
     #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx512 && m == 4 {
+    if level.isa() == Isa::Avx512 && m == 4 {
         // SAFETY: AVX-512 is present; the bounds were checked above.
         k0 = unsafe { split4_avx512(row, n, out, stride) };
     }
@@ -77,18 +100,29 @@ pub fn split_phases(level: Level, row: &[f32], m: usize, n: usize, out: &mut [f3
 }
 
 /// The 16-block chunks of [`split_phases`] for m = 4; returns the lanes done.
+///
+/// # Safety
+/// The CPU has AVX-512F; `row` holds at least 4 * n values and `out` at least 3 * stride + n.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn split4_avx512(row: &[f32], n: usize, out: &mut [f32], stride: usize) -> usize {
     use std::arch::x86_64::*;
+    debug_assert!(row.len() >= 4 * n && out.len() >= 3 * stride + n);
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let (src, dst) = (row.as_ptr(), out.as_mut_ptr());
     let mut k = 0;
     while k + 16 <= n {
-        let p = src.add(4 * k);
-        let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
-        let (c, d) = (_mm512_loadu_ps(p.add(32)), _mm512_loadu_ps(p.add(48)));
+        // SAFETY: k + 16 <= n, so the 64 values 4k..4k+64 lie inside `row` (4n values).
+        let (a, b, c, d) = unsafe {
+            let p = src.add(4 * k);
+            (
+                _mm512_loadu_ps(p),
+                _mm512_loadu_ps(p.add(16)),
+                _mm512_loadu_ps(p.add(32)),
+                _mm512_loadu_ps(p.add(48)),
+            )
+        };
         // Pixels 2i and 2i+1 of each half, then every second of those.
         let (ab0, ab1) = (
             _mm512_permutex2var_ps(a, even, b),
@@ -98,16 +132,20 @@ unsafe fn split4_avx512(row: &[f32], n: usize, out: &mut [f32], stride: usize) -
             _mm512_permutex2var_ps(c, even, d),
             _mm512_permutex2var_ps(c, odd, d),
         );
-        _mm512_storeu_ps(dst.add(k), _mm512_permutex2var_ps(ab0, even, cd0));
-        _mm512_storeu_ps(dst.add(stride + k), _mm512_permutex2var_ps(ab1, even, cd1));
-        _mm512_storeu_ps(
-            dst.add(2 * stride + k),
-            _mm512_permutex2var_ps(ab0, odd, cd0),
-        );
-        _mm512_storeu_ps(
-            dst.add(3 * stride + k),
-            _mm512_permutex2var_ps(ab1, odd, cd1),
-        );
+        // SAFETY: lanes k..k+16 of the four phases end at 3 * stride + k + 16 <= 3 * stride +
+        // n, inside `out`.
+        unsafe {
+            _mm512_storeu_ps(dst.add(k), _mm512_permutex2var_ps(ab0, even, cd0));
+            _mm512_storeu_ps(dst.add(stride + k), _mm512_permutex2var_ps(ab1, even, cd1));
+            _mm512_storeu_ps(
+                dst.add(2 * stride + k),
+                _mm512_permutex2var_ps(ab0, odd, cd0),
+            );
+            _mm512_storeu_ps(
+                dst.add(3 * stride + k),
+                _mm512_permutex2var_ps(ab1, odd, cd1),
+            );
+        }
         k += 16;
     }
     k
@@ -115,19 +153,19 @@ unsafe fn split4_avx512(row: &[f32], n: usize, out: &mut [f32], stride: usize) -
 
 /// The inverse of [`split_phases`] with bias and ReLU: `row[m * k + q] = act(cols[q * stride +
 /// k] + bias)` for every index of `row` (m is 2 or 4; `cols` holds m phases of at least
-/// `row.len().div_ceil(m)` lanes).
+/// `row.len().div_ceil(m)` lanes). `row` may be uninitialised: every value of it is written.
 #[inline(always)]
 pub fn merge_phases(
     level: Level,
     cols: &[f32],
     m: usize,
     stride: usize,
-    row: &mut [f32],
+    row: &mut [MaybeUninit<f32>],
     bias: f32,
     relu: bool,
 ) {
     let n = row.len().div_ceil(m);
-    assert!(stride >= n && cols.len() >= (m - 1) * stride + n);
+    assert!(m > 0 && stride >= n && cols.len() >= (m - 1) * stride + n);
     let act = |v: f32| {
         let v = v + bias;
         if relu {
@@ -138,28 +176,33 @@ pub fn merge_phases(
     };
     let mut k0 = 0;
     #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx512 && m == 4 {
-        // SAFETY: AVX-512 is present; whole chunks only (64 outputs inside `row`).
+    if level.isa() == Isa::Avx512 && m == 4 {
+        // SAFETY: the level proves AVX-512; the bounds were checked above (n = len / 4
+        // rounded up).
         k0 = unsafe { merge4_avx512(cols, stride, row, bias, relu) };
     }
     for (k, block) in row.chunks_mut(m).enumerate().skip(k0) {
         for (q, dst) in block.iter_mut().enumerate() {
-            *dst = act(cols[q * stride + k]);
+            dst.write(act(cols[q * stride + k]));
         }
     }
 }
 
 /// The 16-block chunks of [`merge_phases`] for m = 4; returns the blocks done.
+///
+/// # Safety
+/// The CPU has AVX-512F; `cols` holds at least 3 * stride + row.len() / 4 values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn merge4_avx512(
     cols: &[f32],
     stride: usize,
-    row: &mut [f32],
+    row: &mut [MaybeUninit<f32>],
     bias: f32,
     relu: bool,
 ) -> usize {
     use std::arch::x86_64::*;
+    debug_assert!(cols.len() >= 3 * stride + row.len() / 4);
     // Pairs (c0[b], c1[b]) for b = 0..8 and 8..16, then pairs of pairs.
     let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -167,11 +210,18 @@ unsafe fn merge4_avx512(
     let hi2 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
     let b = _mm512_set1_ps(bias);
     let zero = _mm512_setzero_ps();
-    let (src, dst) = (cols.as_ptr(), row.as_mut_ptr());
+    // Writing through a raw pointer is fine on uninitialised memory (no reference to it).
+    let (src, dst) = (cols.as_ptr(), row.as_mut_ptr().cast::<f32>());
     let mut k = 0;
     while 4 * (k + 16) <= row.len() {
-        let c = |q: usize| _mm512_add_ps(_mm512_loadu_ps(src.add(q * stride + k)), b);
-        let (c0, c1, c2, c3) = (c(0), c(1), c(2), c(3));
+        // SAFETY: k + 16 <= row.len() / 4, so lanes k..k+16 of phase q < 4 end inside `cols`.
+        let c = |q: usize| unsafe { _mm512_loadu_ps(src.add(q * stride + k)) };
+        let (c0, c1, c2, c3) = (
+            _mm512_add_ps(c(0), b),
+            _mm512_add_ps(c(1), b),
+            _mm512_add_ps(c(2), b),
+            _mm512_add_ps(c(3), b),
+        );
         let (p_lo, p_hi) = (
             _mm512_castps_pd(_mm512_permutex2var_ps(c0, lo, c1)),
             _mm512_castps_pd(_mm512_permutex2var_ps(c0, hi, c1)),
@@ -189,7 +239,8 @@ unsafe fn merge4_avx512(
         for (j, v) in outs.into_iter().enumerate() {
             let v = _mm512_castpd_ps(v);
             let v = if relu { _mm512_max_ps(v, zero) } else { v };
-            _mm512_storeu_ps(dst.add(4 * k + 16 * j), v);
+            // SAFETY: 4k + 16j + 16 <= 4(k + 16) <= row.len().
+            unsafe { _mm512_storeu_ps(dst.add(4 * k + 16 * j), v) };
         }
         k += 16;
     }
@@ -200,6 +251,12 @@ unsafe fn merge4_avx512(
 mod tests {
     use super::*;
 
+    /// The values of a vector made with `MaybeUninit::new` (so initialised throughout).
+    fn init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+        // SAFETY: every element was initialised when the vector was made.
+        v.into_iter().map(|x| unsafe { x.assume_init() }).collect()
+    }
+
     #[test]
     fn phases_split_alike_at_every_level() {
         for m in [2usize, 4] {
@@ -207,7 +264,7 @@ mod tests {
                 let row: Vec<f32> = (0..m * n + 2).map(|i| i as f32).collect();
                 let stride = n + 3;
                 let mut want = vec![-1f32; m * stride];
-                split_phases(Level::Baseline, &row, m, n, &mut want, stride);
+                split_phases(Level::BASELINE, &row, m, n, &mut want, stride);
                 for q in 0..m {
                     let len = if q < 2 { n + 1 } else { n };
                     for k in 0..len {
@@ -229,14 +286,16 @@ mod tests {
                 let stride = n + 2;
                 let cols: Vec<f32> = (0..m * stride).map(|i| i as f32 - 40.0).collect();
                 for relu in [false, true] {
-                    let mut want = vec![0f32; len];
-                    merge_phases(Level::Baseline, &cols, m, stride, &mut want, 0.5, relu);
+                    let mut want = vec![MaybeUninit::new(0f32); len];
+                    merge_phases(Level::BASELINE, &cols, m, stride, &mut want, 0.5, relu);
+                    let want = init(want);
                     for (i, &v) in want.iter().enumerate() {
                         let x = cols[(i % m) * stride + i / m] + 0.5;
                         assert_eq!(v, if relu { x.max(0.0) } else { x });
                     }
-                    let mut got = vec![0f32; len];
+                    let mut got = vec![MaybeUninit::new(0f32); len];
                     wide(|l| merge_phases(l, &cols, m, stride, &mut got, 0.5, relu));
+                    let got = init(got);
                     assert_eq!(got, want, "m {m} len {len} relu {relu}");
                 }
             }

@@ -114,6 +114,10 @@ impl CustomOp2 for NccBest {
         if m == 0 {
             candle_core::bail!("ncc-best: empty patch bank");
         }
+        // The finishing kernels run one warp per query and number their threads in 32 bits.
+        if n > (u32::MAX / 32) as usize {
+            candle_core::bail!("ncc-best: {n} queries, more than one call takes");
+        }
         let dev = qs.device().clone();
         let q = qs
             .as_cuda_slice::<f32>()?

@@ -10,7 +10,7 @@ pub mod exact;
 
 use candle_core::{Result, Tensor};
 
-pub use approx::{ApproxMatcher, ApproxOptions, CandidateSearch};
+pub use approx::{ApproxMatcher, ApproxOptions};
 #[cfg(feature = "cuda")]
 pub use cuda::CudaMatcher;
 pub use exact::ExactMatcher;

@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::fft::{Complex, Plan2};
+use super::fft::{fast_len, Complex, Plan2};
 use crate::image_io::RgbImageF32;
 
 /// Crops whose per-pixel, per-channel variance is below this (in 0..255 levels squared) carry no
@@ -155,7 +155,8 @@ pub fn copy_score(output: &RgbImageF32, sample: &RgbImageF32, crop: u32, grid: u
     let cu = c as usize;
     let (sw, sh) = (sample.width as usize, sample.height as usize);
     let (nx, ny) = (sw - cu + 1, sh - cu + 1);
-    let plan = Plan2::new(sh.next_power_of_two(), sw.next_power_of_two());
+    // No window wraps around: a crop at shift u reaches u + c - 1 < the sample's side.
+    let plan = Plan2::new(fast_len(sh), fast_len(sw));
     let spectra = sample_spectra(sample, &plan);
     let energies = window_energies(sample, c);
     let flat = FLAT_VARIANCE * (3 * cu * cu) as f64;
@@ -181,9 +182,7 @@ pub fn copy_score(output: &RgbImageF32, sample: &RgbImageF32, crop: u32, grid: u
                 acc.par_iter_mut()
                     .zip(g.par_iter().zip(spectra[ch].par_iter()))
                     .for_each(|(a, (f, s))| {
-                        let p = f.conj().times(*s);
-                        a.re += p.re;
-                        a.im += p.im;
+                        *a += f.conj() * s;
                     });
             }
             plan.run(&mut acc, true);

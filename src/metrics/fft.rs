@@ -1,115 +1,92 @@
-//! A small radix-2 complex FFT in `f64`, 1-D and 2-D, for the exhaustive cross-correlation of the
-//! copy score. Sizes are powers of two; callers zero-pad.
+//! Complex FFTs in `f64`, 1-D and 2-D, for the exhaustive cross-correlations of the copy score
+//! and of the periodicity metric. The transforms are rustfft's; this module only plans them
+//! once per size, spreads rows over rayon's threads and does the 2-D transposes.
+//!
+//! Any length works; [`fast_len`] gives the padded length callers use (a product of 2, 3 and 5,
+//! which rustfft transforms fastest). Inverses are unscaled, as rustfft's: divide by the number
+//! of points yourself.
+
+use std::sync::Arc;
 
 use rayon::prelude::*;
+use rustfft::{Fft, FftPlanner};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Complex {
-    pub re: f64,
-    pub im: f64,
+pub type Complex = rustfft::num_complex::Complex<f64>;
+
+/// The smallest length >= `n` whose only prime factors are 2, 3 and 5 (1 for 0).
+pub fn fast_len(n: usize) -> usize {
+    let smooth = |mut m: usize| {
+        for p in [2, 3, 5] {
+            while m.is_multiple_of(p) {
+                m /= p;
+            }
+        }
+        m == 1
+    };
+    (n.max(1)..)
+        .find(|&m| smooth(m))
+        .expect("a 5-smooth number follows")
 }
 
-impl Complex {
-    pub fn new(re: f64, im: f64) -> Self {
-        Self { re, im }
-    }
-    fn plus(self, o: Self) -> Self {
-        Self::new(self.re + o.re, self.im + o.im)
-    }
-    fn minus(self, o: Self) -> Self {
-        Self::new(self.re - o.re, self.im - o.im)
-    }
-    pub fn times(self, o: Self) -> Self {
-        Self::new(
-            self.re * o.re - self.im * o.im,
-            self.re * o.im + self.im * o.re,
-        )
-    }
-    pub fn conj(self) -> Self {
-        Self::new(self.re, -self.im)
-    }
-}
-
-/// Precomputed twiddle factors and bit-reversal table for one power-of-two length.
+/// Forward and inverse transforms of one length.
 pub struct Plan {
-    n: usize,
-    /// exp(-2 pi i k / n), k < n/2.
-    twiddles: Vec<Complex>,
-    rev: Vec<usize>,
+    forward: Arc<dyn Fft<f64>>,
+    inverse: Arc<dyn Fft<f64>>,
 }
 
 impl Plan {
     pub fn new(n: usize) -> Self {
-        assert!(n.is_power_of_two(), "FFT length {n} is not a power of two");
-        let twiddles = (0..n / 2)
-            .map(|k| {
-                let a = -2.0 * std::f64::consts::PI * k as f64 / n as f64;
-                Complex::new(a.cos(), a.sin())
-            })
-            .collect();
-        let bits = n.trailing_zeros();
-        let rev = (0..n)
-            .map(|i| {
-                if bits == 0 {
-                    0
-                } else {
-                    i.reverse_bits() >> (usize::BITS - bits)
-                }
-            })
-            .collect();
-        Self { n, twiddles, rev }
+        let mut planner = FftPlanner::new();
+        Self {
+            forward: planner.plan_fft_forward(n),
+            inverse: planner.plan_fft_inverse(n),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.n
+        self.forward.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.n == 0
+        self.len() == 0
+    }
+
+    fn fft(&self, inverse: bool) -> &Arc<dyn Fft<f64>> {
+        if inverse {
+            &self.inverse
+        } else {
+            &self.forward
+        }
     }
 
     /// In-place transform of `buf` (length n). The inverse is unscaled: divide by n yourself.
     pub fn run(&self, buf: &mut [Complex], inverse: bool) {
-        let n = self.n;
-        debug_assert_eq!(buf.len(), n);
-        for i in 0..n {
-            let j = self.rev[i];
-            if i < j {
-                buf.swap(i, j);
-            }
+        assert_eq!(buf.len(), self.len(), "FFT buffer length");
+        self.fft(inverse).process(buf);
+    }
+
+    /// In-place transform of every length-n row of `buf`, the rows spread over rayon's threads.
+    pub fn run_rows(&self, buf: &mut [Complex], inverse: bool) {
+        let n = self.len();
+        if n == 0 {
+            return;
         }
-        let mut len = 2;
-        while len <= n {
-            let half = len / 2;
-            let step = n / len;
-            for start in (0..n).step_by(len) {
-                for k in 0..half {
-                    let mut w = self.twiddles[k * step];
-                    if inverse {
-                        w = w.conj();
-                    }
-                    let a = buf[start + k];
-                    let b = buf[start + k + half].times(w);
-                    buf[start + k] = a.plus(b);
-                    buf[start + k + half] = a.minus(b);
-                }
-            }
-            len *= 2;
-        }
+        assert!(
+            buf.len().is_multiple_of(n),
+            "FFT buffer is not a whole number of rows"
+        );
+        let fft = self.fft(inverse);
+        // A few batches per thread: rustfft transforms a batch of rows in one call.
+        let rows = buf.len() / n;
+        let per_task = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
+        buf.par_chunks_mut(per_task * n).for_each_init(
+            || vec![Complex::default(); fft.get_inplace_scratch_len()],
+            |scratch, batch| fft.process_with_scratch(batch, scratch),
+        );
     }
 }
 
-fn transpose(src: &[Complex], h: usize, w: usize) -> Vec<Complex> {
-    let mut out = vec![Complex::default(); h * w];
-    out.par_chunks_mut(h).enumerate().for_each(|(x, col)| {
-        for (y, o) in col.iter_mut().enumerate() {
-            *o = src[y * w + x];
-        }
-    });
-    out
-}
-
-/// 2-D plans for an `h` x `w` (rows x columns) grid, both powers of two.
+/// 2-D plans for an `h` x `w` (rows x columns) grid.
 pub struct Plan2 {
     pub h: usize,
     pub w: usize,
@@ -128,15 +105,14 @@ impl Plan2 {
     }
 
     /// In-place 2-D transform of a row-major `h` x `w` grid (inverse unscaled).
-    pub fn run(&self, data: &mut Vec<Complex>, inverse: bool) {
+    pub fn run(&self, data: &mut [Complex], inverse: bool) {
         let (h, w) = (self.h, self.w);
-        assert_eq!(data.len(), h * w);
-        data.par_chunks_mut(w)
-            .for_each(|row| self.rows.run(row, inverse));
-        let mut t = transpose(data, h, w);
-        t.par_chunks_mut(h)
-            .for_each(|col| self.cols.run(col, inverse));
-        *data = transpose(&t, w, h);
+        assert_eq!(data.len(), h * w, "FFT grid size");
+        self.rows.run_rows(data, inverse);
+        let mut t = vec![Complex::default(); h * w];
+        transpose::transpose(data, &mut t, w, h);
+        self.cols.run_rows(&mut t, inverse);
+        transpose::transpose(&t, data, h, w);
     }
 }
 
@@ -145,32 +121,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fast_lengths_are_5_smooth_and_minimal() {
+        assert_eq!(fast_len(0), 1);
+        assert_eq!(fast_len(7), 8);
+        assert_eq!(fast_len(256), 256);
+        assert_eq!(fast_len(257), 270);
+        assert_eq!(fast_len(385), 400);
+        assert_eq!(fast_len(769), 800);
+    }
+
+    #[test]
     fn matches_the_naive_dft_and_inverts() {
-        let n = 16;
-        let x: Vec<Complex> = (0..n)
-            .map(|i| Complex::new((i as f64 * 0.7).sin() + 0.1 * i as f64, (i as f64).cos()))
-            .collect();
-        let mut f = x.clone();
-        Plan::new(n).run(&mut f, false);
-        for (k, fk) in f.iter().enumerate() {
-            let mut s = Complex::default();
-            for (j, xj) in x.iter().enumerate() {
-                let a = -2.0 * std::f64::consts::PI * (j * k) as f64 / n as f64;
-                s = s.plus(xj.times(Complex::new(a.cos(), a.sin())));
+        for n in [16, 12, 15] {
+            let x: Vec<Complex> = (0..n)
+                .map(|i| Complex::new((i as f64 * 0.7).sin() + 0.1 * i as f64, (i as f64).cos()))
+                .collect();
+            let mut f = x.clone();
+            Plan::new(n).run(&mut f, false);
+            for (k, fk) in f.iter().enumerate() {
+                let mut s = Complex::default();
+                for (j, xj) in x.iter().enumerate() {
+                    let a = -2.0 * std::f64::consts::PI * (j * k) as f64 / n as f64;
+                    s += xj * Complex::new(a.cos(), a.sin());
+                }
+                assert!((s.re - fk.re).abs() < 1e-9 && (s.im - fk.im).abs() < 1e-9);
             }
-            assert!((s.re - fk.re).abs() < 1e-9 && (s.im - fk.im).abs() < 1e-9);
         }
-        let (h, w) = (8, 4);
-        let grid: Vec<Complex> = (0..h * w)
-            .map(|i| Complex::new(i as f64, -(i as f64) / 3.0))
+        for (h, w) in [(8, 4), (6, 10)] {
+            let grid: Vec<Complex> = (0..h * w)
+                .map(|i| Complex::new(i as f64, -(i as f64) / 3.0))
+                .collect();
+            let p = Plan2::new(h, w);
+            let mut g = grid.clone();
+            p.run(&mut g, false);
+            // The DC term is the sum of the grid.
+            let sum: Complex = grid.iter().sum();
+            assert!((g[0] - sum).norm() < 1e-9);
+            p.run(&mut g, true);
+            for (a, b) in g.iter().zip(&grid) {
+                assert!((a.re / (h * w) as f64 - b.re).abs() < 1e-9);
+                assert!((a.im / (h * w) as f64 - b.im).abs() < 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn rows_match_one_at_a_time() {
+        let (rows, n) = (37, 12);
+        let grid: Vec<Complex> = (0..rows * n)
+            .map(|i| Complex::new((i as f64 * 0.3).sin(), (i as f64 * 0.1).cos()))
             .collect();
-        let p = Plan2::new(h, w);
-        let mut g = grid.clone();
-        p.run(&mut g, false);
-        p.run(&mut g, true);
-        for (a, b) in g.iter().zip(&grid) {
-            assert!((a.re / (h * w) as f64 - b.re).abs() < 1e-9);
-            assert!((a.im / (h * w) as f64 - b.im).abs() < 1e-9);
+        let plan = Plan::new(n);
+        let mut all = grid.clone();
+        plan.run_rows(&mut all, false);
+        for (r, want) in grid.chunks(n).zip(all.chunks(n)) {
+            let mut one = r.to_vec();
+            plan.run(&mut one, false);
+            assert_eq!(one, want);
         }
     }
 }

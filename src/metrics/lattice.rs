@@ -2,7 +2,7 @@
 //! its luminance. A synthesis laid out as a lattice (too few patches, stride-periodic gradients)
 //! has a strong secondary peak that its sample lacks; comparing the two is the measure.
 
-use super::fft::{Complex, Plan2};
+use super::fft::{fast_len, Complex, Plan2};
 use crate::image_io::RgbImageF32;
 
 /// Shifts closer to the origin than this (px, in both directions) belong to the central peak.
@@ -26,8 +26,9 @@ pub fn periodicity(img: &RgbImageF32) -> f64 {
         })
         .collect();
     let mean = luma.iter().sum::<f64>() / luma.len() as f64;
-    // Zero-padded to twice the size, so the circular correlation is the linear one.
-    let (ph, pw) = ((2 * h).next_power_of_two(), (2 * w).next_power_of_two());
+    // Zero-padded by at least the largest shift, so the circular correlation is the linear one
+    // at every shift read below.
+    let (ph, pw) = (fast_len(h + max_dy), fast_len(w + max_dx));
     let mut grid = vec![Complex::default(); ph * pw];
     for y in 0..h {
         for x in 0..w {

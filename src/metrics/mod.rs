@@ -6,24 +6,19 @@
 //!
 //! | metric | what it computes |
 //! |---|---|
-//! | `swd` | Sliced Wasserstein distance ([`swd`]) between the image's and the style's feature vectors at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (each spatial position one C-dim sample; `swd_projections` random unit directions a layer, seeded by `seed` and the layer); mean over the five layers. Lower is better. |
-//! | `gram_distance` | Per layer, mean over the C x C entries of the squared difference of Gram matrices ([`crate::prior::gram::gram_matrix`], F F^T / (C H W)); **mean** over the same five layers. Lower is better. |
+//! | `swd` | Sliced Wasserstein distance (`swd.rs`) between the image's and the style's feature vectors at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (each spatial position one C-dim sample; `swd_projections` random unit directions a layer, seeded by `seed` and the layer); mean over the five layers. Lower is better. |
+//! | `gram_distance` | Per layer, mean over the C x C entries of the squared difference of Gram matrices (F F^T / (C H W), as the Gram prior); **mean** over the same five layers. Lower is better. |
 //! | `mrf_mean_cosine` | At relu3_1 and relu4_1: mean over the image's 3x3 feature patches (stride 2) of the cosine to the nearest style patch (exact search, as the MRF prior matches). Higher is better (1: every local structure exists in the style). |
 //! | `patch_coverage` | Same layers and matches: distinct style patches used as a nearest neighbour / number of style patches. Higher means more of the sample is used; low means a few patches are repeated. |
-//! | `copy_score` | [`copy`]: mean over a `copy_grid` x `copy_grid` grid of `copy_crop`-px output crops of the best normalised cross-correlation (RGB, per-channel zero mean) with any same-sized window of the sample. 1 = verbatim (possibly shifted) copy; lower = a new arrangement. |
+//! | `copy_score` | `copy.rs`: mean over a `copy_grid` x `copy_grid` grid of `copy_crop`-px output crops of the best normalised cross-correlation (RGB, per-channel zero mean) with any same-sized window of the sample. 1 = verbatim (possibly shifted) copy; lower = a new arrangement. |
 //! | `content_distance` | With a content image: mean squared difference of relu4_2 features (content resized to the image's size with Lanczos3 when they differ). Lower = closer to the content. |
-//! | `color_histogram_distance` | [`color`]: mean over R, G, B of the earth mover's distance between 32-bin histograms of 0..255 values, in units of the full range (0..1). Lower is better. |
+//! | `color_histogram_distance` | `color.rs`: mean over R, G, B of the earth mover's distance between 32-bin histograms of 0..255 values, in units of the full range (0..1). Lower is better. |
 
-pub mod color;
-pub mod copy;
-pub mod fft;
-pub mod lattice;
-pub mod patches;
-pub mod swd;
+internal_mod!(color, copy, fft, lattice, patches, swd);
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context};
+use crate::error::{fail, Context};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -127,9 +122,10 @@ fn layer(name: &str) -> LayerId {
     name.parse().expect("a VGG19 layer name")
 }
 
-fn check_size(what: &str, img: &RgbImageF32) -> anyhow::Result<()> {
+fn check_size(what: &str, img: &RgbImageF32) -> crate::Result<()> {
     if img.width < MIN_SIDE || img.height < MIN_SIDE {
-        bail!(
+        fail!(
+            TooSmall,
             "the {what} image is {}x{}: metrics need at least {MIN_SIDE}x{MIN_SIDE} px",
             img.width,
             img.height
@@ -143,23 +139,23 @@ fn features(
     vgg: &Vgg19,
     img: &RgbImageF32,
     taps: &[LayerId],
-) -> anyhow::Result<BTreeMap<LayerId, Tensor>> {
+) -> crate::Result<BTreeMap<LayerId, Tensor>> {
     let input = vgg.preprocess(&img.to_tensor(vgg.device())?)?;
     Ok(vgg.forward(&input, taps, false)?.features)
 }
 
 /// [1, C, H, W] -> (channel-major data, C, H*W).
-fn as_samples(f: &Tensor) -> anyhow::Result<(Vec<f32>, usize, usize)> {
+fn as_samples(f: &Tensor) -> crate::Result<(Vec<f32>, usize, usize)> {
     let (_, c, h, w) = f.dims4()?;
     Ok((f.flatten_all()?.to_vec1::<f32>()?, c, h * w))
 }
 
 /// Mean squared difference, summed in order in f64.
-fn mse(a: &Tensor, b: &Tensor) -> anyhow::Result<f64> {
+fn mse(a: &Tensor, b: &Tensor) -> crate::Result<f64> {
     let a: Vec<f32> = a.flatten_all()?.to_vec1()?;
     let b: Vec<f32> = b.flatten_all()?.to_vec1()?;
     if a.len() != b.len() || a.is_empty() {
-        bail!("mse: {} vs {} values", a.len(), b.len());
+        fail!(Input, "mse: {} vs {} values", a.len(), b.len());
     }
     Ok(a.iter()
         .zip(&b)
@@ -179,7 +175,7 @@ pub struct StyleReference {
 }
 
 impl StyleReference {
-    pub fn new(vgg: &Vgg19, style: &RgbImageF32) -> anyhow::Result<Self> {
+    pub fn new(vgg: &Vgg19, style: &RgbImageF32) -> crate::Result<Self> {
         check_size("style", style)?;
         let layers: Vec<LayerId> = STATS_LAYERS.iter().map(|n| layer(n)).collect();
         let features = features(vgg, style, &layers).context("VGG19 features of the style")?;
@@ -197,18 +193,18 @@ pub fn compute(
     style: &RgbImageF32,
     content: Option<&RgbImageF32>,
     opts: &MetricsOptions,
-) -> anyhow::Result<Metrics> {
+) -> crate::Result<Metrics> {
     check_options(opts)?;
     check_size("output", image)?;
     compute_with(vgg, image, &StyleReference::new(vgg, style)?, content, opts)
 }
 
-fn check_options(opts: &MetricsOptions) -> anyhow::Result<()> {
+fn check_options(opts: &MetricsOptions) -> crate::Result<()> {
     if opts.swd_projections == 0 {
-        bail!("swd_projections must be at least 1");
+        fail!(Settings, "swd_projections must be at least 1");
     }
     if opts.mrf_patch == 0 || opts.mrf_stride == 0 {
-        bail!("mrf_patch and mrf_stride must be at least 1");
+        fail!(Settings, "mrf_patch and mrf_stride must be at least 1");
     }
     Ok(())
 }
@@ -220,7 +216,7 @@ pub fn compute_with(
     reference: &StyleReference,
     content: Option<&RgbImageF32>,
     opts: &MetricsOptions,
-) -> anyhow::Result<Metrics> {
+) -> crate::Result<Metrics> {
     check_options(opts)?;
     check_size("output", image)?;
     if let Some(c) = content {

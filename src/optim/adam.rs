@@ -91,7 +91,7 @@ impl Optimizer for Adam {
         x0: Vec<f32>,
         f: &mut dyn Objective,
         on_step: &mut dyn FnMut(&StepInfo, &[f32]) -> Control,
-    ) -> anyhow::Result<OptimResult> {
+    ) -> crate::Result<OptimResult> {
         let n = x0.len();
         let mut tr = Tracker::new(f);
         let mut x = x0;
@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn first_step_moves_each_coordinate_by_lr() {
         let mut opt = Adam::new(0.5, 2);
-        let mut f = |x: &[f32], g: &mut [f32]| -> anyhow::Result<f32> {
+        let mut f = |x: &[f32], g: &mut [f32]| -> crate::Result<f32> {
             // Very different gradient scales per coordinate.
             g[0] = 1000.0;
             g[1] = -0.001;
@@ -207,7 +207,7 @@ mod tests {
     fn returns_best_not_last_when_overshooting() {
         // A large step size oscillates around the minimum of |x|-like bowl.
         let mut opt = Adam::new(3.0, 30);
-        let mut f = |x: &[f32], g: &mut [f32]| -> anyhow::Result<f32> {
+        let mut f = |x: &[f32], g: &mut [f32]| -> crate::Result<f32> {
             g[0] = 2.0 * x[0];
             Ok(x[0] * x[0])
         };
@@ -225,7 +225,7 @@ mod tests {
     fn nan_stops_cleanly() {
         let mut opt = Adam::new(0.1, 100);
         let mut count = 0;
-        let mut f = |x: &[f32], g: &mut [f32]| -> anyhow::Result<f32> {
+        let mut f = |x: &[f32], g: &mut [f32]| -> crate::Result<f32> {
             count += 1;
             g[0] = 2.0 * x[0];
             Ok(if count >= 5 { f32::NAN } else { x[0] * x[0] })
@@ -241,7 +241,7 @@ mod tests {
         assert!(r.loss.is_finite());
         assert!(!r.stopped_early);
 
-        let mut f = |_: &[f32], g: &mut [f32]| -> anyhow::Result<f32> {
+        let mut f = |_: &[f32], g: &mut [f32]| -> crate::Result<f32> {
             g[0] = f32::INFINITY;
             Ok(1.0)
         };

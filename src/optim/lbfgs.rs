@@ -237,7 +237,7 @@ struct LineSearchState<'b> {
 
 impl LineSearchState<'_> {
     /// Evaluates at `x + t d` into `g_trial`; `None` when non-finite.
-    fn eval(&mut self, tr: &mut Tracker<'_>, t: f64) -> anyhow::Result<Option<LinePoint>> {
+    fn eval(&mut self, tr: &mut Tracker<'_>, t: f64) -> crate::Result<Option<LinePoint>> {
         let tf = t as f32;
         zip2_apply(self.x_trial, self.x, self.d, move |o, a, b| *o = a + tf * b);
         self.evals += 1;
@@ -285,7 +285,7 @@ fn strong_wolfe(
     gtd0: f64,
     t_init: f64,
     tolerance_change: f64,
-) -> anyhow::Result<LineOutcome> {
+) -> crate::Result<LineOutcome> {
     let origin = LinePoint {
         t: 0.0,
         f: f0 as f64,
@@ -388,7 +388,7 @@ impl Optimizer for Lbfgs {
         x0: Vec<f32>,
         f: &mut dyn Objective,
         on_step: &mut dyn FnMut(&StepInfo, &[f32]) -> Control,
-    ) -> anyhow::Result<OptimResult> {
+    ) -> crate::Result<OptimResult> {
         let n = x0.len();
         let mut tr = Tracker::new(f);
         let mut x = x0;
@@ -644,7 +644,7 @@ mod tests {
         for ls in [LineSearch::StrongWolfe, LineSearch::None] {
             let mut opt = Lbfgs::new(10);
             opt.line_search = ls;
-            let mut f = |_: &[f32], g: &mut [f32]| -> anyhow::Result<f32> {
+            let mut f = |_: &[f32], g: &mut [f32]| -> crate::Result<f32> {
                 g.fill(0.0);
                 Ok(f32::NAN)
             };
@@ -666,7 +666,7 @@ mod tests {
             opt.line_search = ls;
             let mut inner = quadratic(4.0);
             let mut count = 0;
-            let mut f = |x: &[f32], g: &mut [f32]| -> anyhow::Result<f32> {
+            let mut f = |x: &[f32], g: &mut [f32]| -> crate::Result<f32> {
                 count += 1;
                 let v = inner(x, g)?;
                 Ok(if count > 4 { f32::NAN } else { v })
@@ -687,7 +687,7 @@ mod tests {
         // the first trial step overshoots there and must be pulled back.
         let mut opt = Lbfgs::new(100);
         opt.lr = 1000.0;
-        let mut f = |x: &[f32], g: &mut [f32]| -> anyhow::Result<f32> {
+        let mut f = |x: &[f32], g: &mut [f32]| -> crate::Result<f32> {
             let mut s = 0.0f64;
             for (gi, &xi) in g.iter_mut().zip(x) {
                 let r = xi as f64 - 2.0;
@@ -709,8 +709,9 @@ mod tests {
     #[test]
     fn objective_error_is_returned() {
         let mut opt = Lbfgs::new(10);
-        let mut f =
-            |_: &[f32], _: &mut [f32]| -> anyhow::Result<f32> { anyhow::bail!("device lost") };
+        let mut f = |_: &[f32], _: &mut [f32]| -> crate::Result<f32> {
+            Err(candle_core::Error::Msg("device lost".into()).into())
+        };
         let e = opt
             .minimize(vec![0.0; 3], &mut f, &mut no_callback())
             .unwrap_err();

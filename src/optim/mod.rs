@@ -3,7 +3,7 @@
 //! The engine computes loss and gradient itself, so an optimiser only sees an
 //! [`Objective`]: a function that, given `x`, writes the gradient into a
 //! caller-provided buffer and returns the loss. Any closure
-//! `FnMut(&[f32], &mut [f32]) -> anyhow::Result<f32>` is an objective.
+//! `FnMut(&[f32], &mut [f32]) -> crate::Result<f32>` is an objective.
 //!
 //! After each iteration the optimiser calls `on_step` with a [`StepInfo`] and
 //! the current iterate; returning [`Control::Stop`] ends the run at once (used
@@ -30,14 +30,14 @@ pub trait Objective {
     /// A non-finite loss or gradient is not an error: the optimiser handles it
     /// (backs off in a line search, or stops with [`StopReason::NonFinite`]).
     /// An `Err` aborts the optimisation and is returned to the caller.
-    fn eval(&mut self, x: &[f32], grad: &mut [f32]) -> anyhow::Result<f32>;
+    fn eval(&mut self, x: &[f32], grad: &mut [f32]) -> crate::Result<f32>;
 }
 
 impl<F> Objective for F
 where
-    F: FnMut(&[f32], &mut [f32]) -> anyhow::Result<f32>,
+    F: FnMut(&[f32], &mut [f32]) -> crate::Result<f32>,
 {
-    fn eval(&mut self, x: &[f32], grad: &mut [f32]) -> anyhow::Result<f32> {
+    fn eval(&mut self, x: &[f32], grad: &mut [f32]) -> crate::Result<f32> {
         self(x, grad)
     }
 }
@@ -140,7 +140,7 @@ pub trait Optimizer {
         x0: Vec<f32>,
         f: &mut dyn Objective,
         on_step: &mut dyn FnMut(&StepInfo, &[f32]) -> Control,
-    ) -> anyhow::Result<OptimResult>;
+    ) -> crate::Result<OptimResult>;
 }
 
 /// Wraps an objective: counts evaluations, flags non-finite results and keeps
@@ -166,7 +166,7 @@ impl<'a> Tracker<'a> {
 
     /// Evaluates `f(x)`, writing the gradient into `grad`. Returns `Some(loss)`
     /// when the loss and the whole gradient are finite, `None` otherwise.
-    pub fn eval(&mut self, x: &[f32], grad: &mut [f32]) -> anyhow::Result<Option<f32>> {
+    pub fn eval(&mut self, x: &[f32], grad: &mut [f32]) -> crate::Result<Option<f32>> {
         self.evaluations += 1;
         let loss = self.f.eval(x, grad)?;
         if !loss.is_finite() || !all_finite(grad) {
@@ -348,7 +348,7 @@ pub(crate) mod test_functions {
 
     /// Extended Rosenbrock: independent 2-D Rosenbrock valleys on pairs
     /// `(x[2i], x[2i+1])`; minimum 0 at all ones.
-    pub fn rosenbrock(x: &[f32], g: &mut [f32]) -> anyhow::Result<f32> {
+    pub fn rosenbrock(x: &[f32], g: &mut [f32]) -> crate::Result<f32> {
         assert!(x.len().is_multiple_of(2));
         let mut f = 0.0f64;
         for i in (0..x.len()).step_by(2) {
@@ -370,7 +370,7 @@ pub(crate) mod test_functions {
 
     /// `0.5 * sum d_i (x_i - c_i)^2` with `d_i` spaced evenly in `[1, cond]`
     /// and `c_i = (i % 7) - 3`.
-    pub fn quadratic(cond: f64) -> impl FnMut(&[f32], &mut [f32]) -> anyhow::Result<f32> {
+    pub fn quadratic(cond: f64) -> impl FnMut(&[f32], &mut [f32]) -> crate::Result<f32> {
         move |x: &[f32], g: &mut [f32]| {
             let n = x.len();
             let mut f = 0.0f64;

@@ -8,7 +8,7 @@ pub mod plot;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::Context;
+use crate::error::Context;
 
 use crate::image_io::{save_rgb, RgbImageF32};
 
@@ -52,7 +52,7 @@ pub fn flatten_metrics(v: &serde_json::Value) -> BTreeMap<String, f64> {
     out
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+fn write_file(path: &Path, bytes: &[u8]) -> crate::Result<()> {
     crate::atomic::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -65,7 +65,7 @@ pub fn write_comparison(
     runs: &[RunSummary],
     help: &[(&str, &str)],
     params: &serde_json::Value,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut figs = String::new();
     for run in runs {
@@ -86,6 +86,7 @@ pub fn write_comparison(
     items.extend(runs.iter().map(|r| (r.label.as_str(), &r.image)));
     panel::panel(&items, 256)
         .save(dir.join("panel.png"))
+        .map_err(std::io::Error::other)
         .with_context(|| format!("writing {}", dir.join("panel.png").display()))?;
     let series: Vec<(&str, Vec<Vec<f32>>)> = runs
         .iter()
@@ -137,7 +138,7 @@ pub fn write_batch(
     title: &str,
     rows: &[BatchRow],
     help: &[(&str, &str)],
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let metric_names: std::collections::BTreeSet<String> = rows
         .iter()
         .flat_map(|(_, runs)| runs.iter().flat_map(|(_, m)| m.keys().cloned()))

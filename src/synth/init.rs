@@ -35,7 +35,7 @@ pub fn initial_image(
     width: u32,
     height: u32,
     seed: u64,
-) -> anyhow::Result<RgbImageF32> {
+) -> crate::Result<RgbImageF32> {
     Ok(match init {
         Init::Noise => {
             let mean = [0, 1, 2].map(|c| {
@@ -47,7 +47,10 @@ pub fn initial_image(
         Init::Mean => noise(network_mean, MEAN_SIGMA, width, height, seed),
         Init::Content => match task {
             Task::Transfer { content } => resize(content, width, height),
-            Task::Texture => anyhow::bail!("--init content needs a content image (use `transfer`)"),
+            Task::Texture => crate::error::fail!(
+                Settings,
+                "--init content needs a content image (use `transfer`)"
+            ),
         },
         Init::Image(img) => resize(img, width, height),
     })

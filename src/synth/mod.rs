@@ -1,25 +1,20 @@
 //! Synthesis: plan the pyramid and admit the run ([`plan`]), build each level's priors
 //! (`priors`), optimise the pixels level by level ([`run`]), and report to an [`Observer`].
 
-pub mod augment;
-pub mod init;
-pub mod memory;
-pub mod objective;
 pub mod params;
 mod plan;
 mod priors;
-pub mod pyramid;
 mod run;
-pub mod style;
-pub mod tiles;
+internal_mod!(augment, init, memory, objective, pyramid, style, tiles);
 
 use serde::Serialize;
 
 use crate::image_io::RgbImageF32;
-use crate::optim::{Control, StepInfo};
-use crate::prior::mrf::MrfStats;
 
+pub use crate::optim::{Control, StepInfo};
+pub use crate::prior::mrf::MrfStats;
 pub use init::Init;
+pub use memory::{available_bytes, parse_bytes};
 pub use objective::{Objective, Timing};
 pub use params::{
     BankPrecision, Guides, MatcherKind, MrfGradient, OptimizerKind, Params, Preset, PriorKind,

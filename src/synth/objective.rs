@@ -108,7 +108,7 @@ fn secs(d: Duration) -> f64 {
 }
 
 impl crate::optim::Objective for Objective<'_> {
-    fn eval(&mut self, x: &[f32], grad: &mut [f32]) -> anyhow::Result<f32> {
+    fn eval(&mut self, x: &[f32], grad: &mut [f32]) -> crate::Result<f32> {
         Ok(self.evaluate(x, grad)? as f32)
     }
 }

@@ -1,6 +1,6 @@
 //! Every knob of a run, with CNNMRF's defaults, and how they are checked.
 
-use anyhow::bail;
+use crate::error::fail;
 use serde::Serialize;
 
 use crate::image_io::RgbImageF32;
@@ -135,6 +135,15 @@ pub const GC_WEIGHT: f64 = 1.0;
 /// neural-style's content weight, used when the Gram prior runs alone.
 pub const GRAM_CONTENT_WEIGHT: f64 = 5.0;
 
+/// Gram layers by default: neural-style's relu1_1..relu5_1.
+pub const DEFAULT_GRAM_LAYERS: &str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1";
+
+/// Content layer by default (CNNMRF's and neural-style's).
+pub const DEFAULT_CONTENT_LAYER: &str = "relu4_2";
+
+/// Weight of guide maps in the matching by default (1: as much as the features).
+pub const DEFAULT_MAP_WEIGHT: f32 = 2.0;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
@@ -176,6 +185,7 @@ impl std::str::FromStr for Preset {
 /// Every knob of a run. The defaults are CNNMRF's values and choices (see [`Preset`] and the
 /// README's Quality section).
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Params {
     /// The preset these values started from (individual fields may have been changed since).
     pub preset: Preset,
@@ -275,8 +285,7 @@ impl Default for Params {
             iterations: 100,
             finest_iterations: None,
             prior: PriorKind::Mrf,
-            gram_layers: LayerId::parse_list("relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
-                .expect("valid names"),
+            gram_layers: LayerId::parse_list(DEFAULT_GRAM_LAYERS).expect("valid names"),
             gram_weight: 1e2,
             original_colors: false,
             tileable: false,
@@ -289,7 +298,7 @@ impl Default for Params {
             gc_bandwidth: 0.5,
             gc_top_k: 0,
             gc_max_queries: 1024,
-            content_layer: "relu4_2".parse().expect("valid name"),
+            content_layer: DEFAULT_CONTENT_LAYER.parse().expect("valid name"),
             content_weight: 2e1,
             tv_weight: 1e-3,
             rotations: 0,
@@ -362,35 +371,48 @@ impl Params {
     }
 
     /// Checks values a user can get wrong; one message per problem.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> crate::Result<()> {
         if let Some(t) = self.tile {
             if t < 128 || t % super::tiles::TILE_ALIGN != 0 {
-                bail!("--tile {t}: tiles must be at least 128 px and a multiple of 16");
+                fail!(
+                    Settings,
+                    "--tile {t}: tiles must be at least 128 px and a multiple of 16"
+                );
             }
         }
         if self.width == 0 || self.height == 0 {
-            bail!(
+            fail!(
+                Settings,
                 "output size must be positive, got {}x{}",
                 self.width,
                 self.height
             );
         }
         if self.levels == 0 || self.levels > 8 {
-            bail!("--levels must be between 1 and 8, got {}", self.levels);
+            fail!(
+                Settings,
+                "--levels must be between 1 and 8, got {}",
+                self.levels
+            );
         }
         if !(self.level_ratio > 0.0 && self.level_ratio < 1.0) {
-            bail!("--level-ratio must be in (0, 1), got {}", self.level_ratio);
+            fail!(
+                Settings,
+                "--level-ratio must be in (0, 1), got {}",
+                self.level_ratio
+            );
         }
         for (name, n) in [
             ("--iterations", self.iterations),
             ("--finest-iterations", self.finest_iterations.unwrap_or(1)),
         ] {
             if n == 0 || n > 100_000 {
-                bail!("{name} must be between 1 and 100000, got {n}");
+                fail!(Settings, "{name} must be between 1 and 100000, got {n}");
             }
         }
         if self.patch_size == 0 || self.patch_size > 9 {
-            bail!(
+            fail!(
+                Settings,
                 "--patch-size must be between 1 and 9, got {}",
                 self.patch_size
             );
@@ -400,7 +422,10 @@ impl Params {
             ("--style-stride", self.style_stride),
         ] {
             if v == 0 || v > self.patch_size {
-                bail!("{name} must be between 1 and the patch size, got {v}");
+                fail!(
+                    Settings,
+                    "{name} must be between 1 and the patch size, got {v}"
+                );
             }
         }
         for (name, v) in [
@@ -409,50 +434,65 @@ impl Params {
             ("--tv-weight", self.tv_weight),
         ] {
             if !v.is_finite() || v < 0.0 {
-                bail!("{name} must be a finite number >= 0, got {v}");
+                fail!(Settings, "{name} must be a finite number >= 0, got {v}");
             }
         }
         if !(self.style_scale.is_finite() && self.style_scale > 0.0 && self.style_scale <= 16.0) {
-            bail!("--style-scale must be in (0, 16], got {}", self.style_scale);
+            fail!(
+                Settings,
+                "--style-scale must be in (0, 16], got {}",
+                self.style_scale
+            );
         }
         if self.rotations > 12 || self.scales > 10 {
-            bail!("--rotations must be <= 12 and --scales <= 10");
+            fail!(Settings, "--rotations must be <= 12 and --scales <= 10");
         }
         if !(self.learning_rate.is_finite()
             && self.learning_rate > 0.0
             && self.learning_rate <= 255.0)
         {
-            bail!(
+            fail!(
+                Settings,
                 "--learning-rate must be in (0, 255], got {}",
                 self.learning_rate
             );
         }
         if self.history == 0 || self.history > 1000 {
-            bail!("--history must be between 1 and 1000, got {}", self.history);
+            fail!(
+                Settings,
+                "--history must be between 1 and 1000, got {}",
+                self.history
+            );
         }
         if !(self.occurrence.is_finite() && self.occurrence >= 0.0) {
-            bail!(
+            fail!(
+                Settings,
                 "--occurrence must be a finite number >= 0, got {}",
                 self.occurrence
             );
         }
         if self.occurrence > 0.0 && self.prior.uses_mrf() && self.matcher != MatcherKind::Exact {
-            bail!("--occurrence with the MRF prior needs --matcher exact");
+            fail!(
+                Settings,
+                "--occurrence with the MRF prior needs --matcher exact"
+            );
         }
         if !(self.gc_bandwidth.is_finite() && self.gc_bandwidth > 0.0) {
-            bail!(
+            fail!(
+                Settings,
                 "--gc-bandwidth must be a finite number > 0, got {}",
                 self.gc_bandwidth
             );
         }
         if self.prior.uses_patches() && self.mrf_layers.is_empty() {
-            bail!("at least one MRF layer is needed");
+            fail!(Settings, "at least one MRF layer is needed");
         }
         if self.prior.uses_gram() && self.gram_layers.is_empty() {
-            bail!("at least one Gram layer is needed");
+            fail!(Settings, "at least one Gram layer is needed");
         }
         if !self.gram_weight.is_finite() || self.gram_weight < 0.0 {
-            bail!(
+            fail!(
+                Settings,
                 "--gram-weight must be a finite number >= 0, got {}",
                 self.gram_weight
             );

@@ -53,7 +53,7 @@ pub(super) fn level_priors<'a>(
     task: &Task<'_>,
     level: &Level,
     params: &Params,
-) -> anyhow::Result<LevelPriors<'a>> {
+) -> crate::Result<LevelPriors<'a>> {
     let level_styles: Vec<RgbImageF32> = styles
         .iter()
         .map(|s| augment::scaled(s, level.style_factor))

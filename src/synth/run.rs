@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
+use crate::error::Context;
 use candle_core::Tensor;
 
 use super::plan::{plan, Plan};
@@ -12,7 +12,7 @@ use super::{
     init, memory, tiles, LevelReport, Objective, Observer, OptimizerKind, Params, SynthResult,
     Task, Timing,
 };
-use crate::image_io::{resize, RgbImageF32};
+use crate::image_io::{resize, resize_planar, RgbImageF32};
 use crate::optim::{Adam, Control, Lbfgs, LineSearch, OptimResult, Optimizer, StepInfo};
 use crate::prior::mrf::MrfStats;
 use crate::prior::FeatureLoss;
@@ -27,7 +27,7 @@ pub fn run(
     task: Task<'_>,
     params: &Params,
     observer: &mut dyn Observer,
-) -> anyhow::Result<SynthResult> {
+) -> crate::Result<SynthResult> {
     let started = Instant::now();
     // On a GPU the card's free memory is the limit, not the host's.
     let gpu_limited;
@@ -80,7 +80,8 @@ pub fn run(
         };
         let params = &level_params;
         if (image.width, image.height) != (level.width, level.height) {
-            image = resize(&image, level.width, level.height);
+            // Plane by plane: a tiled level's image is the largest buffer of the run.
+            image = resize_planar(&image, level.width, level.height);
         }
         let (priors, style_patches) = level_priors(vgg, &styles, blend, &task, level, params)?;
         let setup_seconds = level_start.elapsed().as_secs_f64();
@@ -142,6 +143,8 @@ pub fn run(
                                 )
                             })?;
                     tiles::blend_into(&mut image, &o.image, *r, overlap);
+                    // Only the level's image keeps the pixels (the account keeps no tile).
+                    o.image = RgbImageF32::default();
                     priors = std::mem::take(&mut o.priors);
                     done = Some(match done {
                         None => o,
@@ -191,7 +194,7 @@ pub fn run(
     let finest = levels.last().expect("at least one level");
     if (image.width, image.height) != (finest.width, finest.height) {
         // Interrupted at a coarse level: still deliver the requested size.
-        image = resize(&image, finest.width, finest.height);
+        image = resize_planar(&image, finest.width, finest.height);
     }
     if let (true, Task::Transfer { content }) = (params.original_colors, &task) {
         image = crate::color::keep_luminance(&image, &resize(content, image.width, image.height));
@@ -229,7 +232,7 @@ const COPY_WARNING: f64 = 0.5;
 const COPY_CROP: u32 = 64;
 const COPY_GRID: usize = 3;
 /// Largest sample (pixels) whose copy score a run computes: about 200 MB of spectra.
-const COPY_MAX_SAMPLE_PIXELS: usize = 2048 * 2048;
+pub(super) const COPY_MAX_SAMPLE_PIXELS: usize = 2048 * 2048;
 
 /// One optimisation of an image (a level, or a tile of one) under the level's priors, which it
 /// hands back for the next tile.
@@ -292,7 +295,7 @@ fn optimise<'a>(
     params: &Params,
     image: RgbImageF32,
     on_step: &mut dyn FnMut(&StepInfo, &[f32]) -> Control,
-) -> anyhow::Result<Optimised<'a>> {
+) -> crate::Result<Optimised<'a>> {
     let (w, h) = (image.width, image.height);
     let mut objective = Objective::new(vgg, priors, params.tv_weight, w as usize, h as usize);
     objective.wrap = params.tileable;
@@ -323,7 +326,7 @@ pub fn features(
     vgg: &Vgg19,
     image: &RgbImageF32,
     layers: &[LayerId],
-) -> anyhow::Result<Vec<(LayerId, Tensor)>> {
+) -> crate::Result<Vec<(LayerId, Tensor)>> {
     let input = vgg.preprocess(&image.to_tensor(vgg.device())?)?;
     let fwd = vgg.forward(&input, layers, false)?;
     Ok(layers

@@ -83,7 +83,7 @@ pub struct Conv3x3 {
 }
 
 impl Conv3x3 {
-    /// `weight` [out, in, 3, 3] and `bias` [out], any device.
+    /// `weight` `[out, in, 3, 3]` and `bias` `[out]`, any device.
     pub fn new(weight: &Tensor, bias: &Tensor, device: &Device) -> Result<Self> {
         let (cout, cin, kh, kw) = weight.dims4()?;
         if (kh, kw) != (3, 3) {

