@@ -94,7 +94,12 @@ impl Default for NetKey {
 /// The default network (auto device, max pooling, f32): what almost every call uses.
 static DEFAULT_NETWORK: OnceLock<Arc<Network>> = OnceLock::new();
 /// Other combinations of pooling, precision and device, each loaded once.
-static OTHER_NETWORKS: OnceLock<Mutex<Vec<(NetKey, Arc<Network>)>>> = OnceLock::new();
+/// One layer's features: its name, shape and values.
+type NamedFeature = (String, Vec<usize>, Vec<f32>);
+
+/// Networks loaded for other settings than the default, by key.
+type NetworkList = Vec<(NetKey, Arc<Network>)>;
+static OTHER_NETWORKS: OnceLock<Mutex<NetworkList>> = OnceLock::new();
 
 fn load_network(key: NetKey) -> mrfsynth::Result<Arc<Network>> {
     let device = match key.device {
@@ -980,7 +985,7 @@ fn features<'py>(
     let net = network(py, key)?;
     let feats = py
         .allow_threads(move || {
-            let r = (|| -> mrfsynth::Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+            let r = (|| -> mrfsynth::Result<Vec<NamedFeature>> {
                 let mut out = Vec::new();
                 for (l, t) in synth::features(net.vgg(), &img, &layer_ids)? {
                     let mut dims = t.dims().to_vec();
