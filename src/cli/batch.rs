@@ -25,7 +25,6 @@ use clap::Parser;
 use mrfsynth::assets::weights::{self, VggWeights, WeightsSource};
 use mrfsynth::metrics::{self, MetricsOptions};
 use mrfsynth::report::{self, html};
-use mrfsynth::synth::{self, PriorKind, Task, GRAM_CONTENT_WEIGHT};
 use mrfsynth::vgg::{Pooling, Precision, Vgg19};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -34,10 +33,7 @@ use super::args::{
     BatchAction, BatchArgs, Cli, Command, MetricsArgs, SynthArgs, TextureArgs, TransferArgs,
 };
 use super::progress::Progress;
-use super::{
-    blend_weights, device, exit, failure, finish, guides_from, load_image, load_styles,
-    params_from, parse_init, parse_size, pooling, sidecar_path, start, warn_alpha, CliError,
-};
+use super::{device, exit, failure, load_image, pooling, sidecar_path, CliError};
 
 /// Commands a manifest may name.
 const COMMANDS: [&str; 4] = ["texture", "transfer", "compare", "metrics"];
@@ -1024,93 +1020,18 @@ fn run_metrics(a: &MetricsArgs, ctx: &Ctx) -> Result<Numbers, CliError> {
     Ok(report::flatten_metrics(&v))
 }
 
-/// As `texture` in mod.rs, with the process's shared network.
+/// `texture` with the process's shared network.
 fn run_texture(a: TextureArgs, ctx: &Ctx) -> Result<(), CliError> {
-    let mut progress = start(&a.out, ctx.job_quiet, ctx.interrupted.clone())?;
-    let style_paths = match a.style.as_slice() {
-        [] => vec![mrfsynth::assets::samples::default_sample()
-            .map_err(|e| CliError::new(exit::FAILURE, e))?],
-        list => list.to_vec(),
-    };
-    let styles = load_styles(&style_paths, &progress)?;
-    let blend = blend_weights(a.synth.style_blend.as_deref(), styles.len())?;
-    let (w, h) = match &a.size {
-        Some(s) => parse_size(s)?,
-        None => mrfsynth::image_io::dims_for_long_side(
-            styles[0].width,
-            styles[0].height,
-            mrfsynth::session::DEFAULT_LONG_SIDE,
-        ),
-    };
-    let mut params = params_from(&a.synth, w, h)?;
-    if let Some(init) = &a.init {
-        params.init = parse_init(init, false)?;
-    }
-    params.guides = guides_from(&a.synth, styles.len())?;
-    params.validate()?;
-    let (weights, vgg) = ctx.synth_network(&a.synth, &progress)?;
-    let result = synth::run(&vgg, &styles, &blend, Task::Texture, &params, &mut progress)?;
-    let inputs = json!({ "style": style_paths, "style_blend": blend });
-    finish(
-        "texture",
-        &a.out,
-        a.synth.pool,
-        &params,
-        &weights,
-        inputs,
-        result,
-        &progress,
-    )
+    super::texture_with(a, ctx.job_quiet, ctx.interrupted.clone(), &|s, p| {
+        ctx.synth_network(s, p)
+    })
 }
 
-/// As `transfer` in mod.rs, with the process's shared network.
+/// `transfer` with the process's shared network.
 fn run_transfer(a: TransferArgs, ctx: &Ctx) -> Result<(), CliError> {
-    let mut progress = start(&a.out, ctx.job_quiet, ctx.interrupted.clone())?;
-    let content = load_image(&a.content, "--content")?;
-    warn_alpha(&progress, &content, &a.content);
-    let style_paths = a.style.clone();
-    let styles = load_styles(&style_paths, &progress)?;
-    let blend = blend_weights(a.synth.style_blend.as_deref(), styles.len())?;
-    if a.long_side == 0 || a.long_side > 8192 {
-        return Err(CliError::usage(format!(
-            "--long-side must be between 1 and 8192, got {}",
-            a.long_side
-        )));
-    }
-    let (w, h) = mrfsynth::image_io::dims_for_long_side(content.width, content.height, a.long_side);
-    let mut params = params_from(&a.synth, w, h)?;
-    params.content_weight = a.content_weight.unwrap_or(match params.prior {
-        PriorKind::Gram => GRAM_CONTENT_WEIGHT,
-        _ => mrfsynth::synth::Params::default().content_weight,
-    });
-    params.original_colors = a.original_colors;
-    params.content_layer = a
-        .content_layer
-        .parse()
-        .map_err(|e| CliError::usage(format!("--content-layer: {e}")))?;
-    params.init = parse_init(&a.init, true)?;
-    params.guides = guides_from(&a.synth, styles.len())?;
-    params.validate()?;
-    let (weights, vgg) = ctx.synth_network(&a.synth, &progress)?;
-    let result = synth::run(
-        &vgg,
-        &styles,
-        &blend,
-        Task::Transfer { content: &content },
-        &params,
-        &mut progress,
-    )?;
-    let inputs = json!({ "content": a.content, "style": style_paths, "style_blend": blend });
-    finish(
-        "transfer",
-        &a.out,
-        a.synth.pool,
-        &params,
-        &weights,
-        inputs,
-        result,
-        &progress,
-    )
+    super::transfer_with(a, ctx.job_quiet, ctx.interrupted.clone(), &|s, p| {
+        ctx.synth_network(s, p)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

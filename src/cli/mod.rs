@@ -360,6 +360,31 @@ fn texture(
     quiet: bool,
     interrupted: Arc<AtomicBool>,
 ) -> Result<(), CliError> {
+    texture_with(a, quiet, interrupted, &|s, p| {
+        own_network(s, weights_path, p)
+    })
+}
+
+/// Where a synthesis command gets its network: loaded for this run, or shared across a batch.
+type NetworkSource<'a> =
+    &'a dyn Fn(&SynthArgs, &Progress) -> Result<(Arc<VggWeights>, Arc<Vgg19>), CliError>;
+
+/// The network of one command, loaded for it.
+fn own_network(
+    a: &SynthArgs,
+    weights_path: Option<&Path>,
+    progress: &Progress,
+) -> Result<(Arc<VggWeights>, Arc<Vgg19>), CliError> {
+    let (w, v) = synth_network(a, weights_path, progress)?;
+    Ok((Arc::new(w), Arc::new(v)))
+}
+
+fn texture_with(
+    a: TextureArgs,
+    quiet: bool,
+    interrupted: Arc<AtomicBool>,
+    network: NetworkSource<'_>,
+) -> Result<(), CliError> {
     let mut progress = start(&a.out, quiet, interrupted)?;
     let style_paths = match a.style.as_slice() {
         [] => {
@@ -386,7 +411,7 @@ fn texture(
     }
     params.guides = guides_from(&a.synth, styles.len())?;
     params.validate()?;
-    let (weights, vgg) = synth_network(&a.synth, weights_path, &progress)?;
+    let (weights, vgg) = network(&a.synth, &progress)?;
     let result = synth::run(&vgg, &styles, &blend, Task::Texture, &params, &mut progress)?;
     let inputs = serde_json::json!({ "style": style_paths, "style_blend": blend });
     finish(
@@ -406,6 +431,17 @@ fn transfer(
     weights_path: Option<&Path>,
     quiet: bool,
     interrupted: Arc<AtomicBool>,
+) -> Result<(), CliError> {
+    transfer_with(a, quiet, interrupted, &|s, p| {
+        own_network(s, weights_path, p)
+    })
+}
+
+fn transfer_with(
+    a: TransferArgs,
+    quiet: bool,
+    interrupted: Arc<AtomicBool>,
+    network: NetworkSource<'_>,
 ) -> Result<(), CliError> {
     let mut progress = start(&a.out, quiet, interrupted)?;
     let content = load_image(&a.content, "--content")?;
@@ -433,7 +469,7 @@ fn transfer(
     params.init = parse_init(&a.init, true)?;
     params.guides = guides_from(&a.synth, styles.len())?;
     params.validate()?;
-    let (weights, vgg) = synth_network(&a.synth, weights_path, &progress)?;
+    let (weights, vgg) = network(&a.synth, &progress)?;
     let result = synth::run(
         &vgg,
         &styles,
