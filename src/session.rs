@@ -232,6 +232,13 @@ impl SynthBuilder {
         self
     }
 
+    /// Weight of the first sample (the one the job started from) against those added with
+    /// [`add_style`](Self::add_style); default 1.
+    pub fn style_weight(mut self, weight: f64) -> Self {
+        self.styles[0].1 = weight;
+        self
+    }
+
     /// Another sample, weighted against the others (Gram targets; bias of MRF matching).
     pub fn add_style(mut self, style: impl Into<RgbImageF32>, weight: f64) -> Self {
         self.styles.push((style.into(), weight));

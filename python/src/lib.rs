@@ -34,7 +34,7 @@ use pyo3::exceptions::{
     PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyList, PyString};
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -293,6 +293,12 @@ struct Options {
     edits: Vec<Edit>,
     preset: Option<Preset>,
     net: NetKey,
+    /// `style_blend`: one weight per style image.
+    blend: Option<Vec<f64>>,
+    /// `style_map` (one per style image), `target_map` and `map_weight`: guide maps.
+    style_maps: Vec<RgbImageF32>,
+    target_map: Option<RgbImageF32>,
+    map_weight: Option<f32>,
 }
 
 fn parse<T: std::str::FromStr>(flag: &str, v: &str) -> PyResult<T>
@@ -334,7 +340,7 @@ mrf_layers, mrf_weight, patch_size, occurrence, gc_bandwidth, gc_top_k, gc_max_q
 style_stride, tv_weight, rotations, scales, style_scale, optimizer, learning_rate, history, \
 line_search, first_step, mrf_gradient, patch_grid, style_padding, min_style_patches, pool, \
 matcher, tile, precision, bank_precision, tileable, max_memory, device, init, content_weight, \
-original_colors, content_layer";
+original_colors, content_layer, style_blend, style_map, target_map, map_weight";
 
 /// Reads `**options` (CLI flag names with `-` as `_`). Unknown names raise TypeError, as an
 /// unknown keyword argument does.
@@ -486,6 +492,28 @@ fn parse_options(
                 };
                 o.edits.push(Box::new(move |p: &mut Params| p.init = init));
             }
+            "style_blend" => {
+                let w: Vec<f64> = match v.extract::<String>() {
+                    Ok(text) => text
+                        .split(',')
+                        .map(|t| parse::<f64>(&flag, t.trim()))
+                        .collect::<PyResult<_>>()?,
+                    Err(_) => v.extract()?,
+                };
+                o.blend = Some(w);
+            }
+            "style_map" => {
+                let maps: Vec<Bound<'_, PyAny>> = if v.is_instance_of::<PyList>() {
+                    v.try_iter()?.collect::<PyResult<_>>()?
+                } else {
+                    vec![v.clone()]
+                };
+                for m in maps {
+                    o.style_maps.push(image_arg(py, &m, "style_map")?.0);
+                }
+            }
+            "target_map" => o.target_map = Some(image_arg(py, &v, "target_map")?.0),
+            "map_weight" => o.map_weight = Some(v.extract()?),
             "content_weight" if transfer => set!(f64, |p, x| p.content_weight = x),
             "original_colors" if transfer => set!(bool, |p, x| p.original_colors = x),
             "content_layer" if transfer => {
@@ -701,8 +729,46 @@ fn run_synth<'py>(
         Some(c) => Synth::transfer(c, first),
         None => Synth::texture(first),
     };
-    for s in styles {
-        b = b.add_style(s, 1.0);
+    let count = 1 + styles.len();
+    let blend = match &opts.blend {
+        Some(w) if w.len() != count => {
+            return Err(value_err(format!(
+                "--style-blend has {} weights for {count} style images",
+                w.len()
+            )))
+        }
+        Some(w) => w.clone(),
+        None => vec![1.0; count],
+    };
+    if blend.iter().any(|w| !w.is_finite() || *w < 0.0) || blend.iter().sum::<f64>() <= 0.0 {
+        return Err(value_err(
+            "--style-blend: weights must be finite, >= 0 and not all zero",
+        ));
+    }
+    if blend[0] != 1.0 {
+        let first_weight = blend[0];
+        b = b.style_weight(first_weight);
+    }
+    for (s, w) in styles.zip(&blend[1..]) {
+        b = b.add_style(s, *w);
+    }
+    match (opts.style_maps.is_empty(), opts.target_map) {
+        (true, None) => {}
+        (false, Some(target)) if opts.style_maps.len() == count => {
+            let guides = synth::Guides {
+                style_maps: opts.style_maps,
+                target_map: target,
+                weight: opts.map_weight.unwrap_or(synth::params::DEFAULT_MAP_WEIGHT),
+            };
+            b = b.params(move |p| p.guides = Some(guides));
+        }
+        (false, Some(_)) => {
+            return Err(value_err(format!(
+                "--style-map has {} maps for {count} style images",
+                opts.style_maps.len()
+            )))
+        }
+        _ => return Err(value_err("--style-map and --target-map go together")),
     }
     b = b.prior(prior).seed(seed).network(net);
     if let Some(p) = opts.preset {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mrfsynth
-from conftest import write_png
+from conftest import make_sample, write_png
 
 SMALL = dict(size=(64, 64), levels=1, iterations=5, seed=3, progress=False)
 
@@ -235,3 +235,37 @@ def test_compare_with_content_runs_two_transfers(sample):
                          progress=False)
     assert r["images"]["mrf"].shape == (51, 64, 3)
     assert r["metrics"]["gram"]["content_distance"] is not None
+
+
+def test_blend_and_guide_maps_give_the_cli_bytes(sample, cli_binary, tmp_path):
+    other = make_sample(seed=5)
+    # Two-region maps: left half red, right half blue, for each sample and for the output.
+    def halves(h, w):
+        m = np.zeros((h, w, 3), np.uint8)
+        m[:, : w // 2, 0] = 255
+        m[:, w // 2 :, 2] = 255
+        return m
+
+    maps = [halves(*sample.shape[:2]), halves(*other.shape[:2])]
+    target = halves(64, 64)
+    paths = {}
+    for name, img in [("a", sample), ("b", other), ("ma", maps[0]), ("mb", maps[1]), ("t", target)]:
+        paths[name] = tmp_path / f"{name}.png"
+        write_png(paths[name], img)
+    out = tmp_path / "cli.png"
+    subprocess.run(
+        [cli_binary, "--quiet", "texture", "--style", f"{paths['a']},{paths['b']}",
+         "--style-blend", "1,3", "--style-map", f"{paths['ma']},{paths['mb']}",
+         "--target-map", str(paths["t"]), "-o", str(out),
+         "--size", "64x64", "--levels", "1", "--iterations", "5", "--seed", "3"],
+        check=True,
+    )
+    ours = mrfsynth.texture([sample, other], **SMALL, style_blend=[1, 3],
+                            style_map=maps, target_map=target)
+    assert np.array_equal(ours, read_png(out))
+    with pytest.raises(ValueError, match="style-blend"):
+        mrfsynth.texture([sample, other], **SMALL, style_blend=[1])
+    with pytest.raises(ValueError, match="go together"):
+        mrfsynth.texture(sample, **SMALL, style_map=[maps[0]])
+    with pytest.raises(ValueError, match="maps for 2 style images"):
+        mrfsynth.texture([sample, other], **SMALL, style_map=[maps[0]], target_map=target)
