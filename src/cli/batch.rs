@@ -579,17 +579,7 @@ impl Ctx<'_> {
             return Ok((w, n.clone()));
         }
         let dev = device(spec)?;
-        let vgg = Vgg19::new(&w, pool, &dev)
-            .map_err(failure)?
-            .with_precision(precision);
-        if let (Some(pr), true) = (progress, vgg.precision() != precision) {
-            pr.say(&format!(
-                "note: --precision {} needs a CPU with AVX-512 BF16; running in {}",
-                precision.name(),
-                vgg.precision().name()
-            ));
-        }
-        let vgg = Arc::new(vgg);
+        let vgg = Arc::new(super::network_on(&w, pool, &dev, precision, progress)?);
         nets.insert(key, vgg.clone());
         Ok((w, vgg))
     }
@@ -1003,19 +993,8 @@ fn score(
 }
 
 fn run_metrics(a: &MetricsArgs, ctx: &Ctx) -> Result<Numbers, CliError> {
-    let image = load_image(&a.image, "image")?;
-    let style = load_image(&a.style, "--style")?;
-    let content = a
-        .content
-        .as_ref()
-        .map(|c| load_image(c, "--content"))
-        .transpose()?;
     let vgg = ctx.metrics_network()?;
-    let opts = MetricsOptions {
-        seed: a.seed,
-        ..MetricsOptions::default()
-    };
-    let m = metrics::compute(&vgg, &image, &style, content.as_ref(), &opts)?;
+    let m = super::compare::metrics_of(a, &vgg)?;
     let v = serde_json::to_value(&m).map_err(failure)?;
     Ok(report::flatten_metrics(&v))
 }

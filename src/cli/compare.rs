@@ -20,13 +20,6 @@ use super::{
 };
 
 pub fn metrics(a: MetricsArgs, weights_path: Option<&Path>) -> Result<(), CliError> {
-    let image = load_image(&a.image, "image")?;
-    let style = load_image(&a.style, "--style")?;
-    let content = a
-        .content
-        .as_ref()
-        .map(|c| load_image(c, "--content"))
-        .transpose()?;
     let (_, vgg) = load_network(
         weights_path,
         Pooling::Max,
@@ -34,11 +27,7 @@ pub fn metrics(a: MetricsArgs, weights_path: Option<&Path>) -> Result<(), CliErr
         Precision::F32,
         None,
     )?;
-    let opts = MetricsOptions {
-        seed: a.seed,
-        ..MetricsOptions::default()
-    };
-    let m = metrics::compute(&vgg, &image, &style, content.as_ref(), &opts)?;
+    let m = metrics_of(&a, &vgg)?;
     let value = serde_json::to_value(&m).map_err(failure)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&value).map_err(failure)?);
@@ -48,6 +37,28 @@ pub fn metrics(a: MetricsArgs, weights_path: Option<&Path>) -> Result<(), CliErr
         println!("{name:<32} {}", report::html::fmt_num(v));
     }
     Ok(())
+}
+
+/// The metrics a `metrics` command (or a batch's metrics job) asks for, on `vgg`.
+pub(super) fn metrics_of(a: &MetricsArgs, vgg: &Vgg19) -> Result<metrics::Metrics, CliError> {
+    let image = load_image(&a.image, "image")?;
+    let style = load_image(&a.style, "--style")?;
+    let content = a
+        .content
+        .as_ref()
+        .map(|c| load_image(c, "--content"))
+        .transpose()?;
+    let opts = MetricsOptions {
+        seed: a.seed,
+        ..MetricsOptions::default()
+    };
+    Ok(metrics::compute(
+        vgg,
+        &image,
+        &style,
+        content.as_ref(),
+        &opts,
+    )?)
 }
 
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {

@@ -181,7 +181,19 @@ fn load_network(
         }
     }
     let w = weights::load(weights_path, true)?;
-    let vgg = Vgg19::new(&w, pool, device)
+    let vgg = network_on(&w, pool, device, precision, progress)?;
+    Ok((w, vgg))
+}
+
+/// VGG19 with `w` on `device`, saying so when the precision asked for is not available.
+fn network_on(
+    w: &VggWeights,
+    pool: Pooling,
+    device: &Device,
+    precision: Precision,
+    progress: Option<&Progress>,
+) -> Result<Vgg19, CliError> {
+    let vgg = Vgg19::new(w, pool, device)
         .map_err(failure)?
         .with_precision(precision);
     if let (Some(pr), true) = (progress, vgg.precision() != precision) {
@@ -191,7 +203,7 @@ fn load_network(
             vgg.precision().name()
         ));
     }
-    Ok((w, vgg))
+    Ok(vgg)
 }
 
 fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliError> {
