@@ -651,17 +651,7 @@ mod tests {
         Ok(())
     }
 
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::vgg::test_values as pseudo;
 
     #[test]
     fn forward_and_input_gradient_match_naive() -> Result<()> {

@@ -222,3 +222,11 @@ impl Vgg19 {
         }
     }
 }
+
+/// Values in [-0.5, 0.5) for the convolution tests, from the crate's one test noise source.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u32) -> Vec<f32> {
+    let mut v = crate::prior::pseudo_random(n, seed as u64);
+    v.iter_mut().for_each(|x| *x -= 0.5);
+    v
+}

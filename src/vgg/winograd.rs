@@ -639,17 +639,7 @@ mod tests {
         }
     }
 
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::vgg::test_values as pseudo;
 
     /// Zero-padded 3x3 convolution of x [cin][h][w] by wt [cout][cin][3][3], in f64.
     #[allow(clippy::too_many_arguments)]
