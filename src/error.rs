@@ -30,6 +30,9 @@ pub enum Error {
     /// The run does not fit in the memory available, not even in tiles.
     #[error("{0}")]
     NotEnoughMemory(String),
+    /// A generator model file that is truncated, foreign, or does not fit the job.
+    #[error("{0}")]
+    Model(String),
     /// The caller's observer asked to stop before anything usable was made.
     #[error("interrupted")]
     Interrupted,
@@ -70,9 +73,11 @@ pub enum ErrorKind {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Image(_) | Error::Input(_) | Error::TooSmall(_) | Error::NotEnoughMemory(_) => {
-                ErrorKind::BadInput
-            }
+            Error::Image(_)
+            | Error::Input(_)
+            | Error::TooSmall(_)
+            | Error::NotEnoughMemory(_)
+            | Error::Model(_) => ErrorKind::BadInput,
             Error::Weights(_) => ErrorKind::Weights,
             Error::Settings(_) => ErrorKind::Settings,
             Error::Interrupted => ErrorKind::Interrupted,

@@ -51,6 +51,7 @@ pub mod cpu;
 internal_mod!(cuda);
 pub mod device;
 pub mod error;
+pub mod feedforward;
 pub mod image_io;
 pub mod metrics;
 pub mod report;

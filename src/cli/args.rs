@@ -45,6 +45,120 @@ pub enum Command {
     Weights(WeightsCommand),
     /// Run a manifest of jobs (JSON lines), or one shard of it; `batch expand`, `batch summarize`.
     Batch(BatchArgs),
+    /// Train a feed-forward generator on a sample (textures), or on a painting and a folder of photos (style transfer).
+    Train(TrainArgs),
+    /// Make a texture of any size with a trained generator, in one network pass.
+    Generate(GenerateArgs),
+    /// Restyle a photo with a trained style transfer network, in one network pass.
+    Stylize(StylizeArgs),
+}
+
+/// `mrfsynth train --style SAMPLE -o MODEL.safetensors [--content-dir PHOTOS/]`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// The sample (texture) or the painting (with --content-dir).
+    #[arg(long, value_name = "IMAGE")]
+    pub style: PathBuf,
+    /// A folder of photos: train a style transfer network (Johnson et al.) instead of a texture generator.
+    #[arg(long, value_name = "DIR")]
+    pub content_dir: Option<PathBuf>,
+    /// The model file to write (safetensors). A JSON sidecar with the loss curve and timing is written beside it.
+    #[arg(short, long, value_name = "MODEL.safetensors")]
+    pub output: PathBuf,
+    /// The loss: gram (default: no matching, the fastest step), mrf, mrf+gram or gc.
+    #[arg(long, value_name = "gram|mrf|mrf+gram|gc")]
+    pub prior: Option<String>,
+    /// Training steps (in all, counting a resumed checkpoint's).
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
+    /// Side of the square crops made while training (a multiple of the generator's granule: 8 for textures, 4 for style transfer).
+    #[arg(long, value_name = "PX")]
+    pub crop: Option<u32>,
+    /// Crops per step (two or more turn the diversity term on for textures).
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
+    /// Adam step size on the generator's weights.
+    #[arg(long, value_name = "LR")]
+    pub learning_rate: Option<f64>,
+    /// Weight of the diversity term that keeps seeds apart (textures; 0: off).
+    #[arg(long, value_name = "W")]
+    pub diversity: Option<f64>,
+    /// Gram weight per layer (neural-style's style weight).
+    #[arg(long, value_name = "W")]
+    pub style_weight: Option<f64>,
+    /// Weight per layer of the patch prior (mrf, gc).
+    #[arg(long, value_name = "W")]
+    pub mrf_weight: Option<f64>,
+    /// Content weight (style transfer; default 5 as neural-style with Gram, 2e1 with MRF as CNNMRF).
+    #[arg(long, value_name = "W")]
+    pub content_weight: Option<f64>,
+    /// Total-variation weight (default 1e-3).
+    #[arg(long, value_name = "W")]
+    pub tv_weight: Option<f64>,
+    /// Scale of the style image (texture: relative to its own size; style transfer: to the crop's).
+    #[arg(long, default_value_t = 1.0)]
+    pub style_scale: f32,
+    /// Channels at the generator's coarsest scale.
+    #[arg(long, value_name = "N")]
+    pub channels: Option<usize>,
+    /// Residual blocks at the coarsest scale.
+    #[arg(long, value_name = "N")]
+    pub blocks: Option<usize>,
+    /// Write a checkpoint (weights and optimiser state, to the output path) every N steps (0: never).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
+    /// Continue training from this checkpoint (it must match the sample, prior and architecture).
+    #[arg(long, value_name = "MODEL.safetensors")]
+    pub resume: Option<PathBuf>,
+    /// Random seed (initial weights, noise and crops).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Compute device: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(DeviceSpec))]
+    pub device: DeviceSpec,
+}
+
+/// `mrfsynth generate MODEL --size WxH --seed N -o OUT [--tileable]`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// A texture model written by `mrfsynth train`.
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Output size WxH (or one number for a square); any size.
+    #[arg(long, value_name = "WxH", default_value = "512")]
+    pub size: String,
+    /// Seed of the noise: the same seed gives the same texture, other seeds other textures.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output image (format from the extension). A JSON sidecar is written beside it.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Make a seamless tile (circular padding in the generator).
+    #[arg(long)]
+    pub tileable: bool,
+    /// Compute device: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(DeviceSpec))]
+    pub device: DeviceSpec,
+}
+
+/// `mrfsynth stylize MODEL --content PHOTO -o OUT`.
+#[derive(Args, Debug)]
+pub struct StylizeArgs {
+    /// A style transfer model written by `mrfsynth train --content-dir`.
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+    /// The photo to restyle.
+    #[arg(long, value_name = "PHOTO")]
+    pub content: PathBuf,
+    /// Output image (format from the extension). A JSON sidecar is written beside it.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Resize the photo to this long side first (default: its own size).
+    #[arg(long, value_name = "PX")]
+    pub long_side: Option<u32>,
+    /// Compute device: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(DeviceSpec))]
+    pub device: DeviceSpec,
 }
 
 /// `mrfsynth batch MANIFEST.jsonl [--shard I/N|auto] ...`, or one of its helpers.

@@ -3,6 +3,7 @@
 pub mod args;
 mod batch;
 mod compare;
+mod feedforward;
 mod progress;
 
 use std::path::{Path, PathBuf};
@@ -62,7 +63,7 @@ impl From<WeightsError> for CliError {
     }
 }
 
-fn failure(e: impl std::fmt::Display) -> CliError {
+pub(crate) fn failure(e: impl std::fmt::Display) -> CliError {
     CliError::new(exit::FAILURE, e.to_string())
 }
 
@@ -89,10 +90,13 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> Result<(), CliError> {
         Command::Features(a) => features(a, cli.weights.as_deref()),
         Command::Weights(c) => weights_cmd(c, cli.weights.as_deref()),
         Command::Batch(a) => batch::batch(a, cli.weights.as_deref(), cli.quiet, interrupted),
+        Command::Train(a) => feedforward::train(a, cli.weights.as_deref(), cli.quiet, interrupted),
+        Command::Generate(a) => feedforward::generate(a, cli.quiet),
+        Command::Stylize(a) => feedforward::stylize(a, cli.quiet),
     }
 }
 
-fn device(spec: DeviceSpec) -> Result<Device, CliError> {
+pub(crate) fn device(spec: DeviceSpec) -> Result<Device, CliError> {
     spec.open().map_err(|e| match e {
         DeviceError::NoCudaSupport => CliError::usage(e.to_string()),
         DeviceError::Cuda { .. } => failure(e),
@@ -126,7 +130,7 @@ fn pooling(p: PoolArg) -> Pooling {
     }
 }
 
-fn load_image(path: &Path, what: &str) -> Result<RgbImageF32, CliError> {
+pub(crate) fn load_image(path: &Path, what: &str) -> Result<RgbImageF32, CliError> {
     image_io::load_rgb(path, &LoadLimits::default())
         .map_err(|e| CliError::input(format!("{what}: {e}")))
 }
@@ -140,7 +144,7 @@ fn layers(s: &str, flag: &str) -> Result<Vec<LayerId>, CliError> {
 }
 
 /// Refuses an output path we could not write, before any work is done.
-fn check_output(path: &Path, allowed: &[&str]) -> Result<(), CliError> {
+pub(crate) fn check_output(path: &Path, allowed: &[&str]) -> Result<(), CliError> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -166,9 +170,9 @@ fn check_output(path: &Path, allowed: &[&str]) -> Result<(), CliError> {
     Ok(())
 }
 
-const IMAGE_EXTS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"];
+pub(crate) const IMAGE_EXTS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"];
 
-fn load_network(
+pub(crate) fn load_network(
     weights_path: Option<&Path>,
     pool: Pooling,
     device: &Device,
@@ -307,7 +311,7 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
     Ok(p)
 }
 
-fn parse_size(s: &str) -> Result<(u32, u32), CliError> {
+pub(crate) fn parse_size(s: &str) -> Result<(u32, u32), CliError> {
     let bad = || {
         CliError::usage(format!(
             "--size {s}: expected WxH (e.g. 512x384) or one number"

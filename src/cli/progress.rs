@@ -183,3 +183,51 @@ impl Observer for Progress {
         }
     }
 }
+
+/// Training: one bar over the steps, a line every 10 steps without a terminal.
+impl mrfsynth::feedforward::TrainObserver for Progress {
+    fn note(&mut self, msg: &str) {
+        self.say(&format!("note: {msg}"));
+    }
+
+    fn step(&mut self, info: &mrfsynth::feedforward::TrainStep) -> Control {
+        if self.mode == Mode::Bar && self.bar.is_none() {
+            let bar = ProgressBar::new(info.steps as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "training [{bar:30}] {pos}/{len} {msg} ({per_sec}, {eta} left)",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            self.bar = Some(bar);
+        }
+        match (&self.bar, self.mode) {
+            (Some(bar), _) => {
+                bar.set_position(info.step as u64);
+                bar.set_message(format!("loss {:.4e}", info.loss));
+                if info.step == info.steps {
+                    bar.finish_and_clear();
+                }
+            }
+            (None, Mode::Lines) if info.step.is_multiple_of(10) || info.step == info.steps => {
+                eprintln!(
+                    "  step {}/{} loss {:.4e} {:.0}s",
+                    info.step, info.steps, info.loss, info.seconds
+                );
+            }
+            _ => {}
+        }
+        if self.interrupted.load(Ordering::SeqCst) {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    }
+
+    fn checkpoint(&mut self, step: usize, path: &std::path::Path) {
+        if self.mode == Mode::Lines {
+            eprintln!("  checkpoint at step {step}: {}", path.display());
+        }
+    }
+}

@@ -21,6 +21,7 @@ pub use params::{
     GRAM_CONTENT_WEIGHT,
 };
 pub use plan::{min_side, plan, Plan};
+pub(crate) use priors::level_priors;
 pub use pyramid::Level;
 pub use run::{features, run};
 

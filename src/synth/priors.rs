@@ -46,7 +46,7 @@ fn bank_cut(params: &Params) -> style::BankCut {
 }
 
 /// The priors of one level, built at that level's scale.
-pub(super) fn level_priors<'a>(
+pub(crate) fn level_priors<'a>(
     vgg: &Vgg19,
     styles: &[RgbImageF32],
     blend: &[f64],

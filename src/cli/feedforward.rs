@@ -1,0 +1,251 @@
+//! `train`, `generate` and `stylize`: the feed-forward commands over `mrfsynth::feedforward`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mrfsynth::feedforward::{self, Model, TrainData, TrainOptions};
+use mrfsynth::image_io::{self, RgbImageF32};
+use mrfsynth::synth::{Params, Preset, PriorKind, GRAM_CONTENT_WEIGHT};
+use mrfsynth::vgg::{Pooling, Precision};
+
+use super::args::{GenerateArgs, StylizeArgs, TrainArgs};
+use super::progress::Progress;
+use super::{
+    check_output, device, exit, failure, load_image, load_network, parse_size, sidecar_path,
+    CliError, IMAGE_EXTS,
+};
+
+/// The training options the flags ask for, over the defaults of the kind of model.
+fn options(a: &TrainArgs) -> Result<TrainOptions, CliError> {
+    let stylize = a.content_dir.is_some();
+    let mut o = if stylize {
+        TrainOptions::stylize()
+    } else {
+        TrainOptions::texture()
+    };
+    let prior: PriorKind = match &a.prior {
+        Some(p) => p
+            .parse()
+            .map_err(|e: String| CliError::usage(format!("--prior: {e}")))?,
+        None => PriorKind::Gram,
+    };
+    let mut params = Params::preset_for(Preset::Default, prior);
+    params.content_weight = match (a.content_weight, prior) {
+        (Some(w), _) => w,
+        (None, PriorKind::Gram) => GRAM_CONTENT_WEIGHT,
+        (None, _) => params.content_weight,
+    };
+    if let Some(w) = a.style_weight {
+        params.gram_weight = w;
+    }
+    if let Some(w) = a.mrf_weight {
+        params.mrf_weight = w;
+    }
+    if let Some(w) = a.tv_weight {
+        params.tv_weight = w;
+    }
+    params.style_scale = a.style_scale;
+    params.seed = a.seed;
+    params.validate()?;
+    o.params = params;
+    o.seed = a.seed;
+    if let Some(v) = a.steps {
+        o.steps = v;
+    }
+    if let Some(v) = a.crop {
+        o.crop = v;
+    }
+    if let Some(v) = a.batch {
+        o.batch = v;
+    }
+    if let Some(v) = a.learning_rate {
+        o.learning_rate = v;
+    }
+    if let Some(v) = a.diversity {
+        if stylize && v > 0.0 {
+            return Err(CliError::usage(
+                "--diversity applies to texture generators only",
+            ));
+        }
+        o.diversity = v;
+    }
+    if let Some(v) = a.channels {
+        o.architecture.channels = v;
+    }
+    if let Some(v) = a.blocks {
+        o.architecture.residual_blocks = v;
+    }
+    if let Some(v) = a.checkpoint_every {
+        o.checkpoint_every = v;
+    }
+    o.checkpoint = Some(a.output.clone());
+    o.validate()?;
+    Ok(o)
+}
+
+/// Every image file of a folder, sorted by name.
+fn load_photos(dir: &Path, progress: &Progress) -> Result<Vec<RgbImageF32>, CliError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| CliError::input(format!("--content-dir {}: {e}", dir.display())))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| IMAGE_EXTS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(CliError::input(format!(
+            "--content-dir {}: no images (png, jpg, webp, tif, bmp) in it",
+            dir.display()
+        )));
+    }
+    progress.say(&format!("{} photos from {}", paths.len(), dir.display()));
+    paths
+        .iter()
+        .map(|p| load_image(p, "--content-dir"))
+        .collect()
+}
+
+pub fn train(
+    a: TrainArgs,
+    weights_path: Option<&Path>,
+    quiet: bool,
+    interrupted: Arc<AtomicBool>,
+) -> Result<(), CliError> {
+    check_output(&a.output, &["safetensors"])?;
+    let opts = options(&a)?;
+    let mut progress = Progress::new(quiet, interrupted, None, a.output.clone());
+    let style = load_image(&a.style, "--style")?;
+    let photos = match &a.content_dir {
+        Some(dir) => Some(load_photos(dir, &progress)?),
+        None => None,
+    };
+    let dev = device(a.device)?;
+    let resume = match &a.resume {
+        Some(p) => Some(Model::load(p, &dev)?),
+        None => None,
+    };
+    let (weights, vgg) = load_network(
+        weights_path,
+        Pooling::Max,
+        &dev,
+        Precision::F32,
+        Some(&progress),
+    )?;
+    let data = match &photos {
+        Some(photos) => TrainData::Stylize {
+            style: &style,
+            photos,
+        },
+        None => TrainData::Texture { sample: &style },
+    };
+    let (model, report) = feedforward::train(&vgg, &data, &opts, resume, &mut progress)?;
+    model.save(&a.output)?;
+    let sidecar = serde_json::json!({
+        "tool": "mrfsynth",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": "train",
+        "output": a.output,
+        "inputs": { "style": a.style, "content_dir": a.content_dir, "resume": a.resume },
+        "model": model.info,
+        "options": opts,
+        "weights": { "path": weights.path, "sha256": weights.sha256 },
+        "report": report,
+    });
+    write_sidecar(&a.output, &sidecar)?;
+    if report.interrupted {
+        progress.say(&format!(
+            "interrupted: saved the model after {} steps to {}",
+            report.steps,
+            a.output.display()
+        ));
+        return Err(CliError::new(exit::INTERRUPTED, "interrupted"));
+    }
+    progress.say(&format!(
+        "wrote {} ({} steps, loss {:.4e} -> {:.4e}) in {:.1}s",
+        a.output.display(),
+        report.steps,
+        report.losses.first().copied().unwrap_or(f64::NAN),
+        report.losses.last().copied().unwrap_or(f64::NAN),
+        report.seconds
+    ));
+    Ok(())
+}
+
+fn write_sidecar(output: &Path, value: &serde_json::Value) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(failure)?;
+    let path = sidecar_path(output);
+    mrfsynth::atomic::write(&path, text.as_bytes())
+        .map_err(|e| failure(format!("writing {}: {e}", path.display())))
+}
+
+pub fn generate(a: GenerateArgs, quiet: bool) -> Result<(), CliError> {
+    check_output(&a.output, &IMAGE_EXTS)?;
+    let (w, h) = parse_size(&a.size)?;
+    let started = Instant::now();
+    let dev = device(a.device)?;
+    let model = Model::load(&a.model, &dev)?;
+    let img = model.generate(w, h, a.seed, a.tileable)?;
+    image_io::save_rgb(&img, &a.output).map_err(|e| failure(format!("writing the output: {e}")))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let sidecar = serde_json::json!({
+        "tool": "mrfsynth",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": "generate",
+        "output": a.output,
+        "inputs": { "model": a.model, "seed": a.seed, "size": [w, h], "tileable": a.tileable },
+        "model": model.info,
+        "seconds": seconds,
+        "device": mrfsynth::device::name(&dev),
+    });
+    write_sidecar(&a.output, &sidecar)?;
+    if !quiet {
+        eprintln!("wrote {} ({w}x{h}) in {seconds:.2}s", a.output.display());
+    }
+    Ok(())
+}
+
+pub fn stylize(a: StylizeArgs, quiet: bool) -> Result<(), CliError> {
+    check_output(&a.output, &IMAGE_EXTS)?;
+    let started = Instant::now();
+    let mut content = load_image(&a.content, "--content")?;
+    if let Some(side) = a.long_side {
+        if side == 0 || side > mrfsynth::session::MAX_SIDE {
+            return Err(CliError::usage(format!(
+                "--long-side must be 1 to {}, got {side}",
+                mrfsynth::session::MAX_SIDE
+            )));
+        }
+        content = image_io::scale_to_long_side(&content, side);
+    }
+    let dev = device(a.device)?;
+    let model = Model::load(&a.model, &dev)?;
+    let img = model.stylize(&content)?;
+    image_io::save_rgb(&img, &a.output).map_err(|e| failure(format!("writing the output: {e}")))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let sidecar = serde_json::json!({
+        "tool": "mrfsynth",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": "stylize",
+        "output": a.output,
+        "inputs": { "model": a.model, "content": a.content },
+        "model": model.info,
+        "seconds": seconds,
+        "device": mrfsynth::device::name(&dev),
+    });
+    write_sidecar(&a.output, &sidecar)?;
+    if !quiet {
+        eprintln!(
+            "wrote {} ({}x{}) in {seconds:.2}s",
+            a.output.display(),
+            img.width,
+            img.height
+        );
+    }
+    Ok(())
+}

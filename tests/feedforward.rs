@@ -1,0 +1,526 @@
+//! Feed-forward generators: gradients, training, the model file, generate and stylize.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use mrfsynth::feedforward::{Architecture, Generator, Padding};
+use mrfsynth::image_io::{load_rgb, LoadLimits, RgbImageF32};
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn load(p: &Path) -> RgbImageF32 {
+    load_rgb(p, &LoadLimits::default()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Training steps of the shared texture model: enough for textures that are no longer noise.
+const STEPS: usize = 60;
+const CROP: u32 = 64;
+
+/// A texture model trained once on gravel (a texture without a period of its own) through the
+/// command line, shared by the tests below.
+fn texture_model() -> &'static (tempfile::TempDir, PathBuf) {
+    static M: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    M.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = common::fetched_image_at("gravel", 192, dir.path());
+        let model = dir.path().join("gravel.safetensors");
+        let o = run(common::mrfsynth()
+            .args(["train", "--device", "cpu", "--steps", &STEPS.to_string()])
+            .args([
+                "--crop",
+                &CROP.to_string(),
+                "--channels",
+                "32",
+                "--blocks",
+                "2",
+            ])
+            .args(["--checkpoint-every", "25", "--style"])
+            .arg(&sample)
+            .arg("-o")
+            .arg(&model));
+        assert!(o.status.success(), "train failed: {}", stderr(&o));
+        (dir, model)
+    })
+}
+
+fn generate(model: &Path, size: &str, seed: u64, out: &Path, extra: &[&str]) -> Output {
+    run(common::mrfsynth()
+        .arg("generate")
+        .arg(model)
+        .args([
+            "--device",
+            "cpu",
+            "--size",
+            size,
+            "--seed",
+            &seed.to_string(),
+        ])
+        .args(extra)
+        .arg("-o")
+        .arg(out))
+}
+
+/// The generator's weight gradients, as training takes them (candle's autograd seeded with a
+/// gradient at the pixels through the surrogate sum(image * g)), against central differences,
+/// in f64, for every parameter tensor of both kinds of generator.
+#[test]
+fn generator_weight_gradients_match_finite_differences() {
+    let dev = Device::Cpu;
+    for arch in [
+        Architecture {
+            channels: 8,
+            residual_blocks: 1,
+            upsamplings: 2,
+            ..Architecture::texture()
+        },
+        Architecture {
+            channels: 8,
+            residual_blocks: 1,
+            upsamplings: 1,
+            ..Architecture::stylize()
+        },
+    ] {
+        let varmap = VarMap::new();
+        let g = Generator::new(&arch, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
+        let input = match arch.kind {
+            mrfsynth::feedforward::GeneratorKind::Texture => {
+                let n = arch.noise_channels * 5 * 6;
+                let v: Vec<f64> = mrfsynth::feedforward::generator::normal_noise(n, 3)
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect();
+                Tensor::from_vec(v, (1, arch.noise_channels, 5, 6), &dev).unwrap()
+            }
+            mrfsynth::feedforward::GeneratorKind::Stylize => {
+                let v: Vec<f64> = mrfsynth::feedforward::generator::normal_noise(3 * 12 * 10, 4)
+                    .iter()
+                    .map(|&x| 128.0 + 50.0 * x as f64)
+                    .collect();
+                Tensor::from_vec(v, (1, 3, 12, 10), &dev).unwrap()
+            }
+        };
+        let out_dims = g.forward(&input, Padding::Reflect).unwrap().dims().to_vec();
+        let n: usize = out_dims.iter().product();
+        let pixel_grad: Vec<f64> = mrfsynth::feedforward::generator::normal_noise(n, 9)
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        let pixel_grad = Tensor::from_vec(pixel_grad, out_dims.as_slice(), &dev).unwrap();
+        let loss = |g: &Generator| -> Tensor {
+            (g.forward(&input, Padding::Reflect).unwrap() * &pixel_grad)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let grads = loss(&g).backward().unwrap();
+        let vars: Vec<(String, candle_core::Var)> = {
+            let data = varmap.data().lock().unwrap();
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let mut checked = 0;
+        for (name, var) in &vars {
+            let analytic: Vec<f64> = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"))
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            // Three entries of each tensor: first, middle, last.
+            for &i in &[0, base.len() / 2, base.len() - 1] {
+                let h = 1e-5;
+                let at = |delta: f64| -> f64 {
+                    let mut v = base.clone();
+                    v[i] += delta;
+                    var.set(&Tensor::from_vec(v, var.shape(), &dev).unwrap())
+                        .unwrap();
+                    loss(&g).to_scalar::<f64>().unwrap()
+                };
+                let numeric = (at(h) - at(-h)) / (2.0 * h);
+                var.set(&Tensor::from_vec(base.clone(), var.shape(), &dev).unwrap())
+                    .unwrap();
+                let a = analytic[i];
+                let tol = 1e-4 * (1.0 + a.abs().max(numeric.abs()));
+                assert!(
+                    (a - numeric).abs() <= tol,
+                    "{:?} {name}[{i}]: autograd {a} vs finite differences {numeric}",
+                    arch.kind
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 30, "only {checked} entries checked");
+    }
+}
+
+#[test]
+fn training_writes_a_model_and_its_loss_curve() {
+    let (_, model) = texture_model();
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.with_extension("json")).unwrap()).unwrap();
+    let losses: Vec<f64> = sidecar["report"]["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), STEPS);
+    let head: f64 = losses[..5].iter().sum::<f64>() / 5.0;
+    let tail: f64 = losses[STEPS - 5..].iter().sum::<f64>() / 5.0;
+    assert!(
+        tail < 0.2 * head,
+        "loss {head:.3e} -> {tail:.3e}: training did not learn"
+    );
+    assert_eq!(sidecar["model"]["architecture"]["kind"], "texture");
+    assert_eq!(sidecar["model"]["prior"], "gram");
+    assert_eq!(sidecar["model"]["steps"], STEPS);
+    assert!(sidecar["report"]["seconds"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn generate_makes_any_size_deterministic_per_seed_and_different_across_seeds() {
+    let (dir, model) = texture_model();
+    let out = |name: &str| dir.path().join(name);
+    for (name, seed) in [("a.png", 1), ("a2.png", 1), ("b.png", 2)] {
+        let o = generate(model, "200x136", seed, &out(name), &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (a, a2, b) = (
+        load(&out("a.png")),
+        load(&out("a2.png")),
+        load(&out("b.png")),
+    );
+    assert_eq!((a.width, a.height), (200, 136));
+    assert_eq!(a.data, a2.data, "the same seed must give the same texture");
+    let diff = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| (x - y).abs())
+        .sum::<f32>()
+        / a.data.len() as f32;
+    assert!(
+        diff > 5.0,
+        "seeds 1 and 2 differ by only {diff} grey levels on average"
+    );
+    // Not noise: neighbouring pixels are correlated as in the sample, and colours are in range.
+    let mean = a.data.iter().sum::<f32>() / a.data.len() as f32;
+    assert!((20.0..235.0).contains(&mean), "mean {mean}");
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out("a.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["command"], "generate");
+}
+
+/// Two seeds' textures do not copy each other, and neither copies the sample; a 4096 px texture
+/// has no repetition at the period of the training crops.
+#[test]
+fn seeds_do_not_copy_and_large_textures_do_not_repeat_at_the_crop_period() {
+    let (dir, model) = texture_model();
+    let (a, b) = (dir.path().join("c1.png"), dir.path().join("c2.png"));
+    for (p, seed) in [(&a, 11), (&b, 12)] {
+        let o = generate(model, "384", seed, p, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (a, b) = (load(&a), load(&b));
+    let sample = common::fetched_rgb("gravel", Some(192));
+    let between = mrfsynth::metrics::copy::copy_score(&a, &b, 64, 3).score;
+    let to_sample = mrfsynth::metrics::copy::copy_score(&a, &sample, 64, 3).score;
+    assert!(between < 0.5, "two seeds copy each other: {between:.2}");
+    assert!(
+        to_sample < 0.5,
+        "the texture copies the sample: {to_sample:.2}"
+    );
+
+    let big = dir.path().join("big.png");
+    let o = generate(model, "4096", 5, &big, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let big = load(&big);
+    assert_eq!((big.width, big.height), (4096, 4096));
+    let luma: Vec<f64> = (0..4096 * 4096)
+        .map(|i| {
+            let n = 4096 * 4096;
+            0.299 * big.data[i] as f64
+                + 0.587 * big.data[n + i] as f64
+                + 0.114 * big.data[2 * n + i] as f64
+        })
+        .collect();
+    let mean = luma.iter().sum::<f64>() / luma.len() as f64;
+    let var = luma.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / luma.len() as f64;
+    // Normalised autocorrelation at a shift (dx, dy).
+    let corr = |dx: usize, dy: usize| -> f64 {
+        let mut s = 0.0;
+        let mut n = 0usize;
+        for y in (0..4096 - dy).step_by(3) {
+            for x in (0..4096 - dx).step_by(3) {
+                s += (luma[y * 4096 + x] - mean) * (luma[(y + dy) * 4096 + x + dx] - mean);
+                n += 1;
+            }
+        }
+        s / n as f64 / var
+    };
+    let c = CROP as usize;
+    for (dx, dy) in [(c, 0), (0, c), (2 * c, 0), (0, 2 * c), (c, c)] {
+        let r = corr(dx, dy);
+        assert!(
+            r < 0.2,
+            "autocorrelation {r:.3} at the crop period shift ({dx}, {dy})"
+        );
+    }
+}
+
+#[test]
+fn tileable_textures_wrap_around_seamlessly() {
+    let (dir, model) = texture_model();
+    let out = dir.path().join("tile.png");
+    let o = generate(model, "128", 3, &out, &["--tileable"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = load(&out);
+    let (w, h) = (t.width as usize, t.height as usize);
+    // Mean absolute step between columns x and x+1 (x = w-1 wraps to column 0).
+    let step = |x: usize| -> f32 {
+        let mut s = 0.0;
+        for c in 0..3 {
+            for y in 0..h {
+                let p = &t.data[c * w * h + y * w..];
+                s += (p[x] - p[(x + 1) % w]).abs();
+            }
+        }
+        s / (3 * h) as f32
+    };
+    let interior = (0..w - 1).map(step).sum::<f32>() / (w - 1) as f32;
+    let seam = step(w - 1);
+    assert!(
+        seam < 1.5 * interior,
+        "seam {seam:.2} vs interior steps {interior:.2}"
+    );
+}
+
+#[test]
+fn resume_continues_a_checkpoint_and_refuses_a_mismatched_one() {
+    let (dir, model) = texture_model();
+    let copy = dir.path().join("resume.safetensors");
+    std::fs::copy(model, &copy).unwrap();
+    let sample = dir.path().join("gravel_192.png");
+    let o = run(common::mrfsynth()
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            &(STEPS + 3).to_string(),
+        ])
+        .args([
+            "--crop",
+            &CROP.to_string(),
+            "--channels",
+            "32",
+            "--blocks",
+            "2",
+        ])
+        .args(["--checkpoint-every", "25", "--resume"])
+        .arg(&copy)
+        .arg("--style")
+        .arg(&sample)
+        .arg("-o")
+        .arg(&copy));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(copy.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(sidecar["report"]["resumed_at"], STEPS);
+    assert_eq!(sidecar["model"]["steps"], STEPS + 3);
+    assert_eq!(sidecar["report"]["losses"].as_array().unwrap().len(), 3);
+
+    // Another sample, or another architecture: refused with exit code 3, nothing written.
+    let other = common::fetched_image_at("brick", 96, dir.path());
+    let target = dir.path().join("never.safetensors");
+    for extra in [
+        vec!["--style", other.to_str().unwrap()],
+        vec!["--channels", "16"],
+    ] {
+        let mut cmd = common::mrfsynth();
+        cmd.args([
+            "train", "--device", "cpu", "--steps", "99", "--crop", "64", "--blocks", "2",
+        ])
+        .arg("--resume")
+        .arg(&copy)
+        .arg("-o")
+        .arg(&target);
+        if extra[0] != "--style" {
+            cmd.arg("--style").arg(&sample);
+        } else {
+            cmd.args(["--channels", "32"]);
+        }
+        let o = run(cmd.args(&extra));
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        assert!(stderr(&o).contains("different"), "{}", stderr(&o));
+        assert!(!target.exists());
+    }
+}
+
+/// Truncated, foreign, corrupt and mismatched model files: one line, exit code 3, no output.
+#[test]
+fn bad_model_files_are_refused_with_exit_code_3() {
+    let (dir, model) = texture_model();
+    let bytes = std::fs::read(model).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", bytes[..bytes.len() / 2].to_vec()),
+        ("header_only", bytes[..64.min(bytes.len())].to_vec()),
+        ("empty", Vec::new()),
+        (
+            "garbage",
+            b"this is not a model at all, just some text".repeat(10),
+        ),
+        ("flipped", {
+            // A corrupt header: the JSON length field says more than the file holds.
+            let mut b = bytes.clone();
+            b[6] ^= 0x7f;
+            b
+        }),
+    ];
+    let out = dir.path().join("bad_out.png");
+    for (name, content) in cases {
+        let path = dir.path().join(format!("{name}.safetensors"));
+        std::fs::write(&path, content).unwrap();
+        let o = generate(&path, "64", 0, &out, &[]);
+        assert_eq!(o.status.code(), Some(3), "{name}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o).trim().lines().count(),
+            1,
+            "{name}: {}",
+            stderr(&o)
+        );
+        assert!(!out.exists(), "{name}: an output was written");
+    }
+    // A foreign safetensors file: VGG features written by `mrfsynth features`.
+    let photo = common::fetched_image_at("brick", 64, dir.path());
+    let foreign = dir.path().join("features.safetensors");
+    let o = run(common::mrfsynth()
+        .arg("features")
+        .arg(&photo)
+        .args(["--layers", "relu1_1", "-o"])
+        .arg(&foreign));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = generate(&foreign, "64", 0, &out, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not one mrfsynth train wrote"),
+        "{}",
+        stderr(&o)
+    );
+    // A texture model given to stylize.
+    let o = run(common::mrfsynth()
+        .arg("stylize")
+        .arg(model)
+        .args(["--device", "cpu", "--content"])
+        .arg(&photo)
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(!out.exists());
+    // A missing file.
+    let o = generate(&dir.path().join("missing.safetensors"), "64", 0, &out, &[]);
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn style_transfer_networks_train_on_photos_and_stylize_any_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    for name in ["chelsea", "coffee"] {
+        common::fetched_image_at(name, 96, &photos);
+    }
+    let painting = common::fetched_image_at("ihc", 96, dir.path());
+    let model = dir.path().join("ihc.safetensors");
+    let o = run(common::mrfsynth()
+        .args(["train", "--device", "cpu", "--steps", "4", "--crop", "64"])
+        .args(["--channels", "16", "--blocks", "1", "--style"])
+        .arg(&painting)
+        .arg("--content-dir")
+        .arg(&photos)
+        .arg("-o")
+        .arg(&model));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let photo = common::fetched_image_at("astronaut", 90, dir.path());
+    let out = dir.path().join("stylized.png");
+    let o = run(common::mrfsynth()
+        .arg("stylize")
+        .arg(&model)
+        .args(["--device", "cpu", "--content"])
+        .arg(&photo)
+        .arg("-o")
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = load(&out);
+    assert_eq!((img.width, img.height), (90, 90));
+    // A style transfer model makes no textures.
+    let o = generate(&model, "64", 0, &dir.path().join("no.png"), &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    // An empty photo folder is refused before any work.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = run(common::mrfsynth()
+        .args(["train", "--steps", "4", "--style"])
+        .arg(&painting)
+        .arg("--content-dir")
+        .arg(&empty)
+        .arg("-o")
+        .arg(dir.path().join("none.safetensors")));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+}
+
+/// Ctrl-C while training saves a model that works, and exits with 130.
+#[test]
+fn ctrl_c_saves_a_usable_model() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let sample = common::fetched_image_at("gravel", 96, dir.path());
+    let model = dir.path().join("stopped.safetensors");
+    let mut child = common::mrfsynth()
+        .args([
+            "train", "--device", "cpu", "--steps", "100000", "--crop", "64",
+        ])
+        .args(["--channels", "16", "--blocks", "1", "--style"])
+        .arg(&sample)
+        .arg("-o")
+        .arg(&model)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = std::time::Instant::now();
+    while let Some(Ok(line)) = lines.next() {
+        if line.contains("step 10/") {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 120, "training did not start");
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let out = dir.path().join("after.png");
+    let o = generate(&model, "64", 0, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(sidecar["report"]["interrupted"], true);
+    assert!(sidecar["model"]["steps"].as_u64().unwrap() >= 10);
+}
