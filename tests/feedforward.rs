@@ -95,19 +95,14 @@ fn generator_weight_gradients_match_finite_differences() {
         let g = Generator::new(&arch, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
         let input = match arch.kind {
             mrfsynth::feedforward::GeneratorKind::Texture => {
-                let n = arch.noise_channels * 5 * 6;
-                let v: Vec<f64> = mrfsynth::feedforward::generator::normal_noise(n, 3)
-                    .iter()
-                    .map(|&x| x as f64)
-                    .collect();
-                Tensor::from_vec(v, (1, arch.noise_channels, 5, 6), &dev).unwrap()
+                g.noise(40, 48, 3, &dev).unwrap().into_iter().map(|t| t.to_dtype(DType::F64).unwrap()).collect::<Vec<_>>()
             }
             mrfsynth::feedforward::GeneratorKind::Stylize => {
                 let v: Vec<f64> = mrfsynth::feedforward::generator::normal_noise(3 * 12 * 10, 4)
                     .iter()
                     .map(|&x| 128.0 + 50.0 * x as f64)
                     .collect();
-                Tensor::from_vec(v, (1, 3, 12, 10), &dev).unwrap()
+                vec![Tensor::from_vec(v, (1, 3, 12, 10), &dev).unwrap()]
             }
         };
         let out_dims = g.forward(&input, Padding::Reflect).unwrap().dims().to_vec();
@@ -523,4 +518,38 @@ fn ctrl_c_saves_a_usable_model() {
         serde_json::from_slice(&std::fs::read(model.with_extension("json")).unwrap()).unwrap();
     assert_eq!(sidecar["report"]["interrupted"], true);
     assert!(sidecar["model"]["steps"].as_u64().unwrap() >= 10);
+}
+
+/// `compare --model` adds the generator as a third column, and refuses a model trained on
+/// another sample.
+#[test]
+fn compare_takes_a_generator_column() {
+    let (dir, model) = texture_model();
+    let sample = dir.path().join("gravel_192.png");
+    let out = dir.path().join("cmp");
+    let o = run(common::mrfsynth()
+        .args(["compare", "--device", "cpu", "--size", "64", "--levels", "1"])
+        .args(["--iterations", "3", "--style"])
+        .arg(&sample)
+        .arg("--model")
+        .arg(model)
+        .arg("-o")
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    for label in ["MRF", "Gram", "Generator"] {
+        assert!(metrics[label]["swd"].as_f64().unwrap() > 0.0, "{label}: {metrics}");
+    }
+    assert!(out.join("generator.png").exists());
+    let other = common::fetched_image_at("brick", 64, dir.path());
+    let o = run(common::mrfsynth()
+        .args(["compare", "--device", "cpu", "--size", "64", "--levels", "1"])
+        .args(["--iterations", "3", "--style"])
+        .arg(&other)
+        .arg("--model")
+        .arg(model)
+        .arg("-o")
+        .arg(dir.path().join("cmp2")));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
 }

@@ -474,6 +474,9 @@ pub struct CompareArgs {
     pub content_weight: f64,
     #[arg(long, default_value_t = GRAM_CONTENT_WEIGHT)]
     pub gram_content_weight: f64,
+    /// A generator trained on this --style (`mrfsynth train`): adds its output as a third column (same size and seed; a style transfer model with --content).
+    #[arg(long, value_name = "MODEL.safetensors", conflicts_with = "style_dir")]
+    pub model: Option<PathBuf>,
     #[command(flatten)]
     pub synth: SynthArgs,
 }

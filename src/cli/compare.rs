@@ -261,6 +261,9 @@ fn compare_one(
             break;
         }
     }
+    if let Some(path) = &a.model {
+        runs.push(generator_run(vgg, path, &styles[0], content, (w, h), a.synth.seed)?);
+    }
     let mut inputs: Vec<(&str, &RgbImageF32)> = vec![("style", &styles[0])];
     if let Some(c) = content {
         inputs.push(("content", c));
@@ -284,4 +287,56 @@ fn compare_one(
         .iter()
         .map(|r| (r.label.clone(), report::flatten_metrics(&r.metrics)))
         .collect())
+}
+
+/// The comparison's column for a trained generator: its texture (or stylised content) at the
+/// runs' size and seed, scored as they are.
+fn generator_run(
+    vgg: &Vgg19,
+    path: &Path,
+    style: &RgbImageF32,
+    content: Option<&RgbImageF32>,
+    (w, h): (u32, u32),
+    seed: u64,
+) -> Result<RunSummary, CliError> {
+    use mrfsynth::feedforward::{sample_checksum, Model};
+    let started = std::time::Instant::now();
+    let model = Model::load(path, vgg.device())?;
+    if model.info.sample_sha256 != sample_checksum(style) {
+        return Err(CliError::input(format!(
+            "--model {}: trained on another image than --style",
+            path.display()
+        )));
+    }
+    let mut image = match content {
+        Some(c) => model.stylize(&image_io::resize(c, w, h))?,
+        None => model.generate(w, h, seed, false)?,
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    image
+        .data
+        .iter_mut()
+        .for_each(|v| *v = v.clamp(0.0, 255.0).round());
+    let opts = MetricsOptions {
+        seed,
+        ..MetricsOptions::default()
+    };
+    let m = metrics::compute(vgg, &image, style, content, &opts)?;
+    let sidecar = serde_json::json!({
+        "tool": "mrfsynth",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": "compare",
+        "model": path,
+        "model_info": model.info,
+        "seed": seed,
+        "seconds": seconds,
+    });
+    Ok(RunSummary {
+        label: "Generator".to_string(),
+        losses: Vec::new(),
+        seconds,
+        metrics: serde_json::to_value(&m).map_err(failure)?,
+        image,
+        sidecar,
+    })
 }

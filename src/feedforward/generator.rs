@@ -25,8 +25,11 @@ pub enum GeneratorKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Architecture {
     pub kind: GeneratorKind,
-    /// Noise channels (textures).
+    /// Noise channels at the coarsest scale (textures).
     pub noise_channels: usize,
+    /// Fresh noise channels joined to the features at each finer scale (textures): fine detail
+    /// gets randomness of its own (Ulyanov et al.'s multi-scale noise).
+    pub scale_noise_channels: usize,
     /// Channels at the coarsest scale; each finer scale has half as many (at least 8).
     pub channels: usize,
     pub residual_blocks: usize,
@@ -40,6 +43,7 @@ impl Architecture {
         Architecture {
             kind: GeneratorKind::Texture,
             noise_channels: 16,
+            scale_noise_channels: 4,
             channels: 64,
             residual_blocks: 3,
             upsamplings: 3,
@@ -51,6 +55,7 @@ impl Architecture {
         Architecture {
             kind: GeneratorKind::Stylize,
             noise_channels: 0,
+            scale_noise_channels: 0,
             channels: 64,
             residual_blocks: 4,
             upsamplings: 2,
@@ -73,8 +78,10 @@ impl Architecture {
             && self.residual_blocks <= 32
             && (1..=5).contains(&self.upsamplings)
             && match self.kind {
-                GeneratorKind::Texture => (1..=256).contains(&self.noise_channels),
-                GeneratorKind::Stylize => self.noise_channels == 0,
+                GeneratorKind::Texture => {
+                    (1..=256).contains(&self.noise_channels) && self.scale_noise_channels <= 64
+                }
+                GeneratorKind::Stylize => self.noise_channels == 0 && self.scale_noise_channels == 0,
             };
         if ok {
             Ok(())
@@ -128,16 +135,39 @@ impl Conv3 {
         })
     }
 
+    /// A convolution whose outputs start near zero: the last layer, so that the tanh after it
+    /// starts unsaturated (mid-grey output) and its gradients flow from the first step.
+    fn new_quiet(cin: usize, cout: usize, vb: VarBuilder) -> Result<Self> {
+        let init = candle_nn::Init::Randn {
+            mean: 0.0,
+            stdev: 1e-3,
+        };
+        let weight = vb.get_with_hints((cout, cin, 3, 3), "weight", init)?;
+        let bias = vb.get_with_hints(cout, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(Conv3 {
+            conv: Conv2d::new(weight, Some(bias), Conv2dConfig::default()),
+            stride: 1,
+        })
+    }
+
     /// With `fast` (no gradients wanted), stride-1 convolutions run on the engine's own 3x3
     /// kernel, several times faster on the CPU than candle's im2col convolution.
     fn forward(&self, x: &Tensor, padding: Padding, fast: bool) -> Result<Tensor> {
-        if !fast || self.stride != 1 {
-            return self.conv.forward(&pad1(x, padding)?);
-        }
         let bias = self
             .conv
             .bias()
             .expect("generator convolutions have a bias");
+        let ours = self.stride == 1 && x.device().is_cpu() && x.dtype() == DType::F32;
+        if !ours {
+            return self.conv.forward(&pad1(x, padding)?);
+        }
+        if !fast {
+            // Training: our kernels in both directions (candle's CPU backward is a slow loop).
+            let cout = bias.dim(0)?;
+            return pad1(x, padding)?
+                .apply_op2(self.conv.weight(), super::conv::ValidConv3x3)?
+                .broadcast_add(&bias.reshape((1, cout, 1, 1))?);
+        }
         let conv = crate::vgg::conv::Conv3x3::new(self.conv.weight(), bias, x.device())?;
         match padding {
             Padding::Circular => conv.forward(x, true),
@@ -267,11 +297,14 @@ impl Generator {
             .collect::<Result<Vec<_>>>()?;
         let decoder = (0..u)
             .map(|i| {
-                let (cin, cout) = (arch.channels_at(i), arch.channels_at(i + 1));
+                let (cin, cout) = (
+                    arch.channels_at(i) + arch.scale_noise_channels,
+                    arch.channels_at(i + 1),
+                );
                 ConvBlock::new(cin, cout, 1, vb.pp(format!("dec{i}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let to_rgb = Conv3::new(arch.channels_at(u), 3, 1, vb.pp("rgb"))?;
+        let to_rgb = Conv3::new_quiet(arch.channels_at(u), 3, vb.pp("rgb"))?;
         Ok(Generator {
             arch: arch.clone(),
             encoder,
@@ -281,22 +314,32 @@ impl Generator {
         })
     }
 
-    /// Runs the network. Textures: `input` is noise [N, noise_channels, h, w], the output is
-    /// [N, 3, h * 2^u, w * 2^u]. Stylize: `input` is RGB 0..255 [N, 3, H, W] with H and W
-    /// multiples of 2^u, the output has its size. Output values are in 0..255.
-    pub fn forward(&self, input: &Tensor, padding: Padding) -> Result<Tensor> {
-        self.run(input, padding, false)
+    /// Runs the network. Textures: `inputs` are the noise of [`Self::noise`]: [N,
+    /// noise_channels, h, w] and then, per finer scale i = 1..=u, [N, scale_noise_channels,
+    /// h * 2^i, w * 2^i]; the output is [N, 3, h * 2^u, w * 2^u]. Stylize: `inputs` is one RGB
+    /// 0..255 [N, 3, H, W] with H and W multiples of 2^u, the output has its size. Output
+    /// values are in 0..255.
+    pub fn forward(&self, inputs: &[Tensor], padding: Padding) -> Result<Tensor> {
+        self.run(inputs, padding, false)
     }
 
     /// [`Self::forward`] for inference only: no autograd graph, the engine's own kernels.
-    pub fn infer(&self, input: &Tensor, padding: Padding) -> Result<Tensor> {
-        self.run(&input.detach(), padding, true)
+    pub fn infer(&self, inputs: &[Tensor], padding: Padding) -> Result<Tensor> {
+        let inputs: Vec<Tensor> = inputs.iter().map(|t| t.detach()).collect();
+        self.run(&inputs, padding, true)
     }
 
-    fn run(&self, input: &Tensor, padding: Padding, fast: bool) -> Result<Tensor> {
+    fn run(&self, inputs: &[Tensor], padding: Padding, fast: bool) -> Result<Tensor> {
+        let want = match self.arch.kind {
+            GeneratorKind::Texture if self.arch.scale_noise_channels > 0 => 1 + self.arch.upsamplings,
+            _ => 1,
+        };
+        if inputs.len() != want {
+            candle_core::bail!("the generator takes {want} inputs, got {}", inputs.len());
+        }
         let mut x = match self.arch.kind {
-            GeneratorKind::Texture => input.clone(),
-            GeneratorKind::Stylize => input.affine(1.0 / 127.5, -1.0)?,
+            GeneratorKind::Texture => inputs[0].clone(),
+            GeneratorKind::Stylize => inputs[0].affine(1.0 / 127.5, -1.0)?,
         };
         for block in &self.encoder {
             x = block.forward(&x, padding, fast)?;
@@ -304,9 +347,14 @@ impl Generator {
         for block in &self.residual {
             x = block.forward(&x, padding, fast)?;
         }
-        for block in &self.decoder {
+        for (i, block) in self.decoder.iter().enumerate() {
             let (_, _, h, w) = x.dims4()?;
-            x = block.forward(&x.upsample_nearest2d(2 * h, 2 * w)?, padding, fast)?;
+            let up = x.upsample_nearest2d(2 * h, 2 * w)?;
+            let up = match inputs.get(i + 1) {
+                Some(noise) => Tensor::cat(&[&up, noise], 1)?,
+                None => up,
+            };
+            x = block.forward(&up, padding, fast)?;
         }
         let rgb = self.to_rgb.forward(&x, padding, fast)?;
         // tanh keeps values in range with a gradient everywhere (no clamp plateaus).
@@ -314,12 +362,32 @@ impl Generator {
     }
 
     /// The noise of `seed` for an output of (at least) `width` x `height`: standard normal
-    /// values from ChaCha8, at the coarsest scale.
-    pub fn noise(&self, width: usize, height: usize, seed: u64, device: &Device) -> Result<Tensor> {
+    /// values from ChaCha8, at the coarsest scale and (with scale noise) at each finer one.
+    pub fn noise(
+        &self,
+        width: usize,
+        height: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Vec<Tensor>> {
         let g = self.arch.granule();
         let (w, h) = (width.div_ceil(g), height.div_ceil(g));
         let c = self.arch.noise_channels;
-        Tensor::from_vec(normal_noise(c * h * w, seed), (1, c, h, w), device)
+        let mut out = vec![Tensor::from_vec(
+            normal_noise(c * h * w, seed),
+            (1, c, h, w),
+            device,
+        )?];
+        let k = self.arch.scale_noise_channels;
+        if k > 0 {
+            for i in 1..=self.arch.upsamplings {
+                let (sh, sw) = (h << i, w << i);
+                // Each scale's stream is its own: seed and scale hashed together.
+                let s = seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                out.push(Tensor::from_vec(normal_noise(k * sh * sw, s), (1, k, sh, sw), device)?);
+            }
+        }
+        Ok(out)
     }
 
     /// A texture of exactly `width` x `height` from `seed` (the top-left of the generator's
@@ -355,7 +423,7 @@ impl Generator {
         let (ph, pw) = (h.div_ceil(g) * g - h, w.div_ceil(g) * g - w);
         let padded = reflect_pad_end(content, 2, ph)?;
         let padded = reflect_pad_end(&padded, 3, pw)?;
-        let out = self.infer(&padded, Padding::Reflect)?;
+        let out = self.infer(&[padded], Padding::Reflect)?;
         out.narrow(2, 0, h)?.narrow(3, 0, w)
     }
 }
@@ -450,7 +518,7 @@ mod tests {
             let (g, _) = fresh(&arch, &dev).unwrap();
             let x = match input {
                 None => g.noise(64, 48, 7, &dev).unwrap(),
-                Some(()) => Tensor::from_vec(
+                Some(()) => vec![Tensor::from_vec(
                     normal_noise(3 * 32 * 40, 2)
                         .iter()
                         .map(|v| 128.0 + 40.0 * v)
@@ -458,7 +526,7 @@ mod tests {
                     (1, 3, 32, 40),
                     &dev,
                 )
-                .unwrap(),
+                .unwrap()],
             };
             for padding in [Padding::Reflect, Padding::Circular] {
                 let a = g.forward(&x, padding).unwrap();
@@ -502,14 +570,15 @@ mod tests {
         // A circularly padded network is translation-equivariant on the torus: rolling the
         // noise by one coarse cell rolls the output by the granule.
         let noise = g.noise(32, 32, 5, &dev).unwrap();
-        let rolled = Tensor::cat(
-            &[
-                noise.narrow(3, 1, 7).unwrap(),
-                noise.narrow(3, 0, 1).unwrap(),
-            ],
-            3,
-        )
-        .unwrap();
+        // Roll each scale's noise by its share of 4 output px (one coarse cell).
+        let rolled: Vec<Tensor> = noise
+            .iter()
+            .map(|t| {
+                let w = t.dim(3).unwrap();
+                let k = w / 8;
+                Tensor::cat(&[t.narrow(3, k, w - k).unwrap(), t.narrow(3, 0, k).unwrap()], 3).unwrap()
+            })
+            .collect();
         let a = g.forward(&noise, Padding::Circular).unwrap();
         let b = g.forward(&rolled, Padding::Circular).unwrap();
         let a_rolled = Tensor::cat(
