@@ -64,8 +64,11 @@ struct Budget {
 
 impl TrainObserver for Budget {
     fn step(&mut self, info: &TrainStep) -> Control {
-        if info.step % 100 == 0 {
-            eprintln!("  step {} loss {:.4e} {:.0}s", info.step, info.loss, info.seconds);
+        if info.step.is_multiple_of(100) {
+            eprintln!(
+                "  step {} loss {:.4e} {:.0}s",
+                info.step, info.loss, info.seconds
+            );
         }
         if info.seconds >= self.seconds {
             Control::Stop
@@ -202,10 +205,16 @@ fn main() -> anyhow::Result<()> {
         "threads": rayon::current_num_threads(),
         "rows": rows,
     });
-    std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
     let sheet = contact_sheet(&sheet_rows);
     sheet.save(args.out.join("contact_sheet.png"))?;
-    eprintln!("results.json and contact_sheet.png in {}", args.out.display());
+    eprintln!(
+        "results.json and contact_sheet.png in {}",
+        args.out.display()
+    );
     Ok(())
 }
 

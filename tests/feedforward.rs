@@ -94,9 +94,12 @@ fn generator_weight_gradients_match_finite_differences() {
         let varmap = VarMap::new();
         let g = Generator::new(&arch, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
         let input = match arch.kind {
-            mrfsynth::feedforward::GeneratorKind::Texture => {
-                g.noise(40, 48, 3, &dev).unwrap().into_iter().map(|t| t.to_dtype(DType::F64).unwrap()).collect::<Vec<_>>()
-            }
+            mrfsynth::feedforward::GeneratorKind::Texture => g
+                .noise(40, 48, 3, &dev)
+                .unwrap()
+                .into_iter()
+                .map(|t| t.to_dtype(DType::F64).unwrap())
+                .collect::<Vec<_>>(),
             mrfsynth::feedforward::GeneratorKind::Stylize => {
                 let v: Vec<f64> = mrfsynth::feedforward::generator::normal_noise(3 * 12 * 10, 4)
                     .iter()
@@ -528,7 +531,9 @@ fn compare_takes_a_generator_column() {
     let sample = dir.path().join("gravel_192.png");
     let out = dir.path().join("cmp");
     let o = run(common::mrfsynth()
-        .args(["compare", "--device", "cpu", "--size", "64", "--levels", "1"])
+        .args([
+            "compare", "--device", "cpu", "--size", "64", "--levels", "1",
+        ])
         .args(["--iterations", "3", "--style"])
         .arg(&sample)
         .arg("--model")
@@ -539,12 +544,17 @@ fn compare_takes_a_generator_column() {
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     for label in ["MRF", "Gram", "Generator"] {
-        assert!(metrics[label]["swd"].as_f64().unwrap() > 0.0, "{label}: {metrics}");
+        assert!(
+            metrics[label]["swd"].as_f64().unwrap() > 0.0,
+            "{label}: {metrics}"
+        );
     }
     assert!(out.join("generator.png").exists());
     let other = common::fetched_image_at("brick", 64, dir.path());
     let o = run(common::mrfsynth()
-        .args(["compare", "--device", "cpu", "--size", "64", "--levels", "1"])
+        .args([
+            "compare", "--device", "cpu", "--size", "64", "--levels", "1",
+        ])
         .args(["--iterations", "3", "--style"])
         .arg(&other)
         .arg("--model")

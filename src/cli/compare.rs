@@ -262,7 +262,14 @@ fn compare_one(
         }
     }
     if let Some(path) = &a.model {
-        runs.push(generator_run(vgg, path, &styles[0], content, (w, h), a.synth.seed)?);
+        runs.push(generator_run(
+            vgg,
+            path,
+            &styles[0],
+            content,
+            (w, h),
+            a.synth.seed,
+        )?);
     }
     let mut inputs: Vec<(&str, &RgbImageF32)> = vec![("style", &styles[0])];
     if let Some(c) = content {

@@ -71,7 +71,10 @@ impl CustomOp2 for ValidConv3x3 {
         let conv = kernel(w)?;
         let gx = (0..n)
             .map(|i| {
-                let gi = g.narrow(0, i, 1)?.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+                let gi = g
+                    .narrow(0, i, 1)?
+                    .pad_with_zeros(2, 1, 1)?
+                    .pad_with_zeros(3, 1, 1)?;
                 conv.backward_input(&gi, false)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -106,15 +109,35 @@ mod tests {
             crate::feedforward::generator::normal_noise(n, seed)
         };
         for (n, c, o, h, w) in [(2, 5, 3, 9, 11), (1, 3, 8, 16, 7)] {
-            let x = candle_core::Var::from_vec(noise(n * c * (h + 2) * (w + 2), 1), (n, c, h + 2, w + 2), &dev).unwrap();
+            let x = candle_core::Var::from_vec(
+                noise(n * c * (h + 2) * (w + 2), 1),
+                (n, c, h + 2, w + 2),
+                &dev,
+            )
+            .unwrap();
             let k = candle_core::Var::from_vec(noise(o * c * 9, 2), (o, c, 3, 3), &dev).unwrap();
             let r = Tensor::from_vec(noise(n * o * h * w, 3), (n, o, h, w), &dev).unwrap();
-            let ours = x.as_tensor().apply_op2(k.as_tensor(), ValidConv3x3).unwrap();
+            let ours = x
+                .as_tensor()
+                .apply_op2(k.as_tensor(), ValidConv3x3)
+                .unwrap();
             let theirs = x.as_tensor().conv2d(k.as_tensor(), 0, 1, 1, 1).unwrap();
-            let max = |t: Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let max = |t: Tensor| {
+                t.abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
             assert!(max((&ours - &theirs).unwrap()) < 1e-4);
             let ga = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let gb = (theirs * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (theirs * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             for v in [&x, &k] {
                 let a = ga.get(v.as_tensor()).unwrap();
                 let b = gb.get(v.as_tensor()).unwrap();

@@ -81,7 +81,9 @@ impl Architecture {
                 GeneratorKind::Texture => {
                     (1..=256).contains(&self.noise_channels) && self.scale_noise_channels <= 64
                 }
-                GeneratorKind::Stylize => self.noise_channels == 0 && self.scale_noise_channels == 0,
+                GeneratorKind::Stylize => {
+                    self.noise_channels == 0 && self.scale_noise_channels == 0
+                }
             };
         if ok {
             Ok(())
@@ -331,7 +333,9 @@ impl Generator {
 
     fn run(&self, inputs: &[Tensor], padding: Padding, fast: bool) -> Result<Tensor> {
         let want = match self.arch.kind {
-            GeneratorKind::Texture if self.arch.scale_noise_channels > 0 => 1 + self.arch.upsamplings,
+            GeneratorKind::Texture if self.arch.scale_noise_channels > 0 => {
+                1 + self.arch.upsamplings
+            }
             _ => 1,
         };
         if inputs.len() != want {
@@ -384,7 +388,11 @@ impl Generator {
                 let (sh, sw) = (h << i, w << i);
                 // Each scale's stream is its own: seed and scale hashed together.
                 let s = seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-                out.push(Tensor::from_vec(normal_noise(k * sh * sw, s), (1, k, sh, sw), device)?);
+                out.push(Tensor::from_vec(
+                    normal_noise(k * sh * sw, s),
+                    (1, k, sh, sw),
+                    device,
+                )?);
             }
         }
         Ok(out)
@@ -576,7 +584,11 @@ mod tests {
             .map(|t| {
                 let w = t.dim(3).unwrap();
                 let k = w / 8;
-                Tensor::cat(&[t.narrow(3, k, w - k).unwrap(), t.narrow(3, 0, k).unwrap()], 3).unwrap()
+                Tensor::cat(
+                    &[t.narrow(3, k, w - k).unwrap(), t.narrow(3, 0, k).unwrap()],
+                    3,
+                )
+                .unwrap()
             })
             .collect();
         let a = g.forward(&noise, Padding::Circular).unwrap();

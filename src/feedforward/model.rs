@@ -22,6 +22,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub(crate) const ADAM_M: &str = "adam.m.";
 pub(crate) const ADAM_V: &str = "adam.v.";
 
+/// Adam's first and second moments per parameter name.
+pub(crate) type Moments = BTreeMap<String, (Tensor, Tensor)>;
+
 /// What a model file says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -46,7 +49,7 @@ pub struct Model {
     pub generator: Generator,
     pub(crate) varmap: VarMap,
     /// A checkpoint's optimiser state: (first, second) moments per parameter name, and step.
-    pub(crate) adam_state: Option<(BTreeMap<String, (Tensor, Tensor)>, usize)>,
+    pub(crate) adam_state: Option<(Moments, usize)>,
 }
 
 fn model_err(path: &Path, msg: impl std::fmt::Display) -> Error {
@@ -67,7 +70,7 @@ impl Model {
     pub(crate) fn save_with(
         &self,
         path: &Path,
-        adam: Option<(&BTreeMap<String, (Tensor, Tensor)>, usize)>,
+        adam: Option<(&Moments, usize)>,
     ) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> = {
             let data = self.varmap.data().lock().expect("var map lock");

@@ -101,7 +101,7 @@ impl TrainOptions {
     pub fn validate(&self) -> Result<()> {
         self.architecture.validate().map_err(Error::Settings)?;
         let g = self.architecture.granule() as u32;
-        if self.crop < 64 || self.crop > 1024 || self.crop % g != 0 {
+        if self.crop < 64 || self.crop > 1024 || !self.crop.is_multiple_of(g) {
             fail!(
                 Settings,
                 "--crop must be 64 to 1024 px and a multiple of {g}, got {}",
