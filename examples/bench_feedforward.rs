@@ -219,32 +219,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Largest normalised luminance autocorrelation at shifts of one and two crop periods.
-fn crop_period_autocorrelation(img: &RgbImageF32, period: usize) -> f64 {
-    let (w, h) = (img.width as usize, img.height as usize);
-    let n = w * h;
-    let luma: Vec<f64> = (0..n)
-        .map(|i| {
-            0.299 * img.data[i] as f64
-                + 0.587 * img.data[n + i] as f64
-                + 0.114 * img.data[2 * n + i] as f64
-        })
-        .collect();
-    let mean = luma.iter().sum::<f64>() / n as f64;
-    let var = luma.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
-    let corr = |dx: usize, dy: usize| {
-        let (mut s, mut k) = (0.0, 0usize);
-        for y in (0..h - dy).step_by(2) {
-            for x in (0..w - dx).step_by(2) {
-                s += (luma[y * w + x] - mean) * (luma[(y + dy) * w + x + dx] - mean);
-                k += 1;
-            }
-        }
-        s / k as f64 / var.max(1e-12)
-    };
-    [(period, 0), (0, period), (2 * period, 0), (0, 2 * period)]
-        .iter()
-        .map(|&(dx, dy)| corr(dx, dy))
-        .fold(f64::MIN, f64::max)
+fn crop_period_autocorrelation(img: &RgbImageF32, p: usize) -> f64 {
+    metrics::lattice::autocorrelation_at(img, &[(p, 0), (0, p), (2 * p, 0), (0, 2 * p)])
 }
 
 const CELL: u32 = 256;

@@ -67,11 +67,7 @@ impl Model {
         self.save_with(path, None)
     }
 
-    pub(crate) fn save_with(
-        &self,
-        path: &Path,
-        adam: Option<(&Moments, usize)>,
-    ) -> Result<()> {
+    pub(crate) fn save_with(&self, path: &Path, adam: Option<(&Moments, usize)>) -> Result<()> {
         let mut tensors: Vec<(String, Tensor)> = {
             let data = self.varmap.data().lock().expect("var map lock");
             data.iter()

@@ -18,13 +18,7 @@ pub fn periodicity(img: &RgbImageF32) -> f64 {
     if max_dx.max(max_dy) < MIN_SHIFT {
         return 0.0;
     }
-    let luma: Vec<f64> = (0..w * h)
-        .map(|i| {
-            0.299 * img.data[i] as f64
-                + 0.587 * img.data[w * h + i] as f64
-                + 0.114 * img.data[2 * w * h + i] as f64
-        })
-        .collect();
+    let luma = luminance(img);
     let mean = luma.iter().sum::<f64>() / luma.len() as f64;
     // Zero-padded by at least the largest shift, so the circular correlation is the linear one
     // at every shift read below.
@@ -61,6 +55,44 @@ pub fn periodicity(img: &RgbImageF32) -> f64 {
     best
 }
 
+/// Rec. 601 luminance of each pixel, row-major.
+fn luminance(img: &RgbImageF32) -> Vec<f64> {
+    let n = img.pixel_count();
+    (0..n)
+        .map(|i| {
+            0.299 * img.data[i] as f64
+                + 0.587 * img.data[n + i] as f64
+                + 0.114 * img.data[2 * n + i] as f64
+        })
+        .collect()
+}
+
+/// Largest normalised luminance autocorrelation over the given shifts (dx, dy >= 0), each
+/// over the pixel pairs it overlaps; for an image too large for [`periodicity`]'s transform
+/// (a 4096 px generator output), at the few shifts where a repetition is suspected.
+pub fn autocorrelation_at(img: &RgbImageF32, shifts: &[(usize, usize)]) -> f64 {
+    let (w, h) = (img.width as usize, img.height as usize);
+    let luma = luminance(img);
+    let mean = luma.iter().sum::<f64>() / luma.len() as f64;
+    let var = luma.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / luma.len() as f64;
+    if var <= 0.0 {
+        return 0.0;
+    }
+    shifts
+        .iter()
+        .filter(|&&(dx, dy)| dx < w && dy < h)
+        .map(|&(dx, dy)| {
+            let s: f64 = (0..h - dy)
+                .map(|y| {
+                    let (a, b) = (&luma[y * w..y * w + w - dx], &luma[(y + dy) * w + dx..]);
+                    a.iter().zip(b).map(|(p, q)| (p - mean) * (q - mean)).sum::<f64>()
+                })
+                .sum();
+            s / ((h - dy) * (w - dx)) as f64 / var
+        })
+        .fold(f64::MIN, f64::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +124,7 @@ mod tests {
             (s % 256) as f32
         });
         assert!(periodicity(&noise) < 0.1, "{}", periodicity(&noise));
+        assert!(autocorrelation_at(&lattice, &[(16, 0), (0, 32)]) > 0.99);
+        assert!(autocorrelation_at(&noise, &[(16, 0), (0, 32)]) < 0.1);
     }
 }
