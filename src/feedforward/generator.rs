@@ -467,11 +467,47 @@ pub fn normal_noise(n: usize, seed: u64) -> Vec<f32> {
     out
 }
 
-/// Parameters of a freshly initialised generator (for training), on `device`.
-pub fn fresh(arch: &Architecture, device: &Device) -> Result<(Generator, candle_nn::VarMap)> {
+/// A freshly initialised generator (for training) on `device`, its weights drawn from `seed`
+/// (candle's own initialisers draw from an unseeded generator): convolutions He-normal with
+/// zero bias (instance norm follows each), the last one near zero, norms the identity.
+pub fn fresh(
+    arch: &Architecture,
+    device: &Device,
+    seed: u64,
+) -> Result<(Generator, candle_nn::VarMap)> {
     let varmap = candle_nn::VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let g = Generator::new(arch, vb)?;
+    let mut vars: Vec<(String, candle_core::Var)> = {
+        let data = varmap.data().lock().expect("var map lock");
+        data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (i, (name, var)) in vars.iter().enumerate() {
+        if name.contains("norm.") {
+            continue; // ones and zeros already
+        }
+        let value = if var.rank() == 4 {
+            let (_, cin, kh, kw) = var.dims4()?;
+            let std = if name.starts_with("rgb.") {
+                1e-3
+            } else {
+                (2.0 / (cin * kh * kw) as f32).sqrt()
+            };
+            let v = normal_noise(
+                var.elem_count(),
+                seed ^ (i as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
+            );
+            Tensor::from_vec(
+                v.into_iter().map(|x| x * std).collect::<Vec<_>>(),
+                var.shape(),
+                device,
+            )?
+        } else {
+            var.zeros_like()?
+        };
+        var.set(&value)?;
+    }
     Ok((g, varmap))
 }
 
@@ -487,7 +523,7 @@ mod tests {
             residual_blocks: 1,
             ..Architecture::texture()
         };
-        let (g, _) = fresh(&arch, &dev).unwrap();
+        let (g, _) = fresh(&arch, &dev, 1).unwrap();
         let t = g.generate(50, 37, 1, false, &dev).unwrap();
         assert_eq!(t.dims(), &[1, 3, 37, 50]);
         let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
@@ -497,7 +533,7 @@ mod tests {
             residual_blocks: 1,
             ..Architecture::stylize()
         };
-        let (g, _) = fresh(&s, &dev).unwrap();
+        let (g, _) = fresh(&s, &dev, 1).unwrap();
         let photo = Tensor::full(100f32, (1, 3, 30, 41), &dev).unwrap();
         assert_eq!(g.stylize(&photo).unwrap().dims(), &[1, 3, 30, 41]);
     }
@@ -523,7 +559,7 @@ mod tests {
                 Some(()),
             ),
         ] {
-            let (g, _) = fresh(&arch, &dev).unwrap();
+            let (g, _) = fresh(&arch, &dev, 1).unwrap();
             let x = match input {
                 None => g.noise(64, 48, 7, &dev).unwrap(),
                 Some(()) => vec![Tensor::from_vec(
@@ -574,7 +610,7 @@ mod tests {
             upsamplings: 2,
             ..Architecture::texture()
         };
-        let (g, _) = fresh(&arch, &dev).unwrap();
+        let (g, _) = fresh(&arch, &dev, 1).unwrap();
         // A circularly padded network is translation-equivariant on the torus: rolling the
         // noise by one coarse cell rolls the output by the granule.
         let noise = g.noise(32, 32, 5, &dev).unwrap();

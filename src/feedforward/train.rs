@@ -204,6 +204,18 @@ struct Adam {
 }
 
 impl Adam {
+    /// Kingma & Ba's betas and epsilon; `moments` and `step` carry on a checkpoint's.
+    fn new(lr: f64, moments: BTreeMap<String, (Tensor, Tensor)>, step: usize) -> Self {
+        Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            step,
+            moments,
+        }
+    }
+
     fn update(
         &mut self,
         vars: &BTreeMap<String, Var>,
@@ -292,14 +304,7 @@ pub fn train(
             check_resume(&m.info, &info)?;
             let (moments, step) = m.adam_state.clone().unwrap_or_default();
             let resumed_at = m.info.steps;
-            let adam = Adam {
-                lr: opts.learning_rate,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                step,
-                moments,
-            };
+            let adam = Adam::new(opts.learning_rate, moments, step);
             let model = Model {
                 info: ModelInfo {
                     steps: resumed_at,
@@ -310,21 +315,14 @@ pub fn train(
             (model, adam, resumed_at)
         }
         None => {
-            let (generator, varmap) = generator::fresh(arch, &device)?;
+            let (generator, varmap) = generator::fresh(arch, &device, opts.seed)?;
             let model = Model {
                 info: info.clone(),
                 generator,
                 varmap,
                 adam_state: None,
             };
-            let adam = Adam {
-                lr: opts.learning_rate,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                step: 0,
-                moments: BTreeMap::new(),
-            };
+            let adam = Adam::new(opts.learning_rate, BTreeMap::new(), 0);
             (model, adam, 0)
         }
     };
