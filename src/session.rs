@@ -36,6 +36,17 @@ pub const DEFAULT_LONG_SIDE: u32 = 384;
 /// Largest output side a builder accepts, px.
 pub const MAX_SIDE: u32 = 16384;
 
+/// Every side of an output between 1 and [`MAX_SIDE`] px.
+pub(crate) fn check_output_size(w: u32, h: u32) -> Result<()> {
+    if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
+        fail!(
+            Settings,
+            "output size {w}x{h}: each side must be between 1 and {MAX_SIDE} px"
+        );
+    }
+    Ok(())
+}
+
 impl From<&image::RgbImage> for RgbImageF32 {
     fn from(img: &image::RgbImage) -> Self {
         let (w, h) = img.dimensions();
@@ -330,12 +341,7 @@ impl SynthBuilder {
                 l.unwrap_or(DEFAULT_LONG_SIDE),
             ),
         };
-        if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
-            fail!(
-                Settings,
-                "output size {w}x{h}: each side must be between 1 and {MAX_SIDE} px"
-            );
-        }
+        check_output_size(w, h)?;
         Ok((w, h))
     }
 

@@ -15,8 +15,8 @@ use mrfsynth::vgg::{Pooling, Precision, Vgg19};
 use super::args::{CompareArgs, MetricsArgs};
 use super::progress::Progress;
 use super::{
-    exit, failure, load_image, load_network, load_styles, params_from, parse_size, sidecar_json,
-    synth_network, CliError, IMAGE_EXTS,
+    exit, failure, image_files, load_image, load_network, load_styles, params_from, parse_size,
+    sidecar_json, synth_network, CliError,
 };
 
 pub fn metrics(a: MetricsArgs, weights_path: Option<&Path>) -> Result<(), CliError> {
@@ -61,33 +61,6 @@ pub(super) fn metrics_of(a: &MetricsArgs, vgg: &Vgg19) -> Result<metrics::Metric
     )?)
 }
 
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>, CliError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        CliError::new(
-            exit::BAD_INPUT,
-            format!("--style-dir {}: {e}", dir.display()),
-        )
-    })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
-                    IMAGE_EXTS.contains(&x.to_ascii_lowercase().as_str())
-                        || x.eq_ignore_ascii_case("gif")
-                })
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(CliError::new(
-            exit::BAD_INPUT,
-            format!("--style-dir {}: no images in it", dir.display()),
-        ));
-    }
-    Ok(files)
-}
-
 pub fn compare(
     a: CompareArgs,
     weights_path: Option<&Path>,
@@ -126,7 +99,7 @@ pub fn compare(
 
     if let Some(dir) = &a.style_dir {
         let mut rows = Vec::new();
-        for file in image_files(dir)? {
+        for file in image_files(dir, "--style-dir")? {
             let name = file
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())

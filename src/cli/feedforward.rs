@@ -1,6 +1,6 @@
 //! `train`, `generate` and `stylize`: the feed-forward commands over `mrfsynth::feedforward`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,8 +13,8 @@ use mrfsynth::vgg::{Pooling, Precision};
 use super::args::{GenerateArgs, StylizeArgs, TrainArgs};
 use super::progress::Progress;
 use super::{
-    check_output, device, exit, failure, load_image, load_network, parse_size, sidecar_path,
-    CliError, IMAGE_EXTS,
+    check_output, device, exit, failure, image_files, load_image, load_network, parse_size,
+    sidecar_path, CliError, IMAGE_EXTS,
 };
 
 /// The training options the flags ask for, over the defaults of the kind of model.
@@ -87,23 +87,7 @@ fn options(a: &TrainArgs) -> Result<TrainOptions, CliError> {
 
 /// Every image file of a folder, sorted by name.
 fn load_photos(dir: &Path, progress: &Progress) -> Result<Vec<RgbImageF32>, CliError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| CliError::input(format!("--content-dir {}: {e}", dir.display())))?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTS.contains(&e.to_ascii_lowercase().as_str()))
-        })
-        .collect();
-    paths.sort();
-    if paths.is_empty() {
-        return Err(CliError::input(format!(
-            "--content-dir {}: no images (png, jpg, webp, tif, bmp) in it",
-            dir.display()
-        )));
-    }
+    let paths = image_files(dir, "--content-dir")?;
     progress.say(&format!("{} photos from {}", paths.len(), dir.display()));
     paths
         .iter()

@@ -130,6 +130,30 @@ fn pooling(p: PoolArg) -> Pooling {
     }
 }
 
+/// The image files of a folder given with `flag`, sorted by name; none is a bad input.
+pub(crate) fn image_files(dir: &Path, flag: &str) -> Result<Vec<PathBuf>, CliError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| CliError::new(exit::BAD_INPUT, format!("{flag} {}: {e}", dir.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                    IMAGE_EXTS.contains(&x.to_ascii_lowercase().as_str())
+                        || x.eq_ignore_ascii_case("gif")
+                })
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(CliError::new(
+            exit::BAD_INPUT,
+            format!("{flag} {}: no images in it", dir.display()),
+        ));
+    }
+    Ok(files)
+}
+
 pub(crate) fn load_image(path: &Path, what: &str) -> Result<RgbImageF32, CliError> {
     image_io::load_rgb(path, &LoadLimits::default())
         .map_err(|e| CliError::input(format!("{what}: {e}")))

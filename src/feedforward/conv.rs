@@ -100,6 +100,7 @@ impl CustomOp2 for ValidConv3x3 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feedforward::generator::max_abs_diff;
 
     /// Gradients of sum(conv(x) * r) for input and weights: ours against candle's conv2d.
     #[test]
@@ -122,15 +123,7 @@ mod tests {
                 .apply_op2(k.as_tensor(), ValidConv3x3)
                 .unwrap();
             let theirs = x.as_tensor().conv2d(k.as_tensor(), 0, 1, 1, 1).unwrap();
-            let max = |t: Tensor| {
-                t.abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
-            assert!(max((&ours - &theirs).unwrap()) < 1e-4);
+            assert!(max_abs_diff(&ours, &theirs) < 1e-4);
             let ga = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let gb = (theirs * &r)
                 .unwrap()
@@ -141,8 +134,8 @@ mod tests {
             for v in [&x, &k] {
                 let a = ga.get(v.as_tensor()).unwrap();
                 let b = gb.get(v.as_tensor()).unwrap();
-                let scale = max(b.clone()).max(1.0);
-                let d = max((a - b).unwrap());
+                let scale = max_abs_diff(b, &b.zeros_like().unwrap()).max(1.0);
+                let d = max_abs_diff(a, b);
                 assert!(d < 1e-4 * scale, "{:?}: {d} of {scale}", v.dims());
             }
         }

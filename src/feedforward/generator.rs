@@ -512,6 +512,13 @@ pub fn fresh(
 }
 
 #[cfg(test)]
+pub(super) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+        .expect("tensors of one shape")
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -575,14 +582,7 @@ mod tests {
             for padding in [Padding::Reflect, Padding::Circular] {
                 let a = g.forward(&x, padding).unwrap();
                 let b = g.infer(&x, padding).unwrap();
-                let d = (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let d = max_abs_diff(&a, &b);
                 assert!(d < 0.05, "{:?} {padding:?}: {d}", arch.kind);
             }
         }
@@ -634,14 +634,7 @@ mod tests {
             3,
         )
         .unwrap();
-        let d = (a_rolled - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_abs_diff(&a_rolled, &b);
         assert!(d < 1e-3, "{d}");
     }
 }

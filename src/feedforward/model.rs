@@ -251,7 +251,7 @@ impl Model {
                     .into(),
             ));
         }
-        check_size(width, height)?;
+        crate::session::check_output_size(width, height)?;
         let dev = self.device();
         let t = self
             .generator
@@ -266,22 +266,10 @@ impl Model {
                 "this model makes textures (use generate); it does not stylise photos".into(),
             ));
         }
-        check_size(content.width, content.height)?;
+        crate::session::check_output_size(content.width, content.height)?;
         let t = self
             .generator
             .stylize(&content.to_tensor(&self.device())?)?;
         Ok(RgbImageF32::from_tensor(&t)?)
     }
-}
-
-/// Generation sizes: at least 1 px, and no more than the engine's largest side.
-fn check_size(width: u32, height: u32) -> Result<()> {
-    let max = crate::session::MAX_SIDE;
-    if width == 0 || height == 0 || width > max || height > max {
-        crate::error::fail!(
-            Settings,
-            "size {width}x{height} is out of range (1 to {max} px a side)"
-        );
-    }
-    Ok(())
 }

@@ -551,9 +551,7 @@ fn loss_and_grad(
     }
     let mut pixel_grads = Vec::with_capacity(batch);
     for (b, (fwd, grads)) in forwards.iter().zip(&layer_grads).enumerate() {
-        // Only the layers the backward pass needs: a tapped layer without a gradient is skipped.
-        let grads: BTreeMap<LayerId, Tensor> = grads.clone();
-        let mut g = vgg.preprocess_backward(&vgg.backward(fwd, &grads)?)?;
+        let mut g = vgg.preprocess_backward(&vgg.backward(fwd, grads)?)?;
         if params.tv_weight > 0.0 {
             let img = images.narrow(0, b, 1)?.detach();
             let (tv, tv_grad) = tv_loss_and_grad(&img, params.tv_weight, false)?;
