@@ -797,11 +797,73 @@ fn encode(img: &RgbImageF32, format: OutputFormat) -> image::ImageResult<Vec<u8>
     Ok(buf)
 }
 
+/// The filter of a resampling: Lanczos3 (sharp, our default) or bilinear (a triangle filter,
+/// widened when shrinking so that it is antialiased: what CNNMRF's `image.scale` and PyTorch's
+/// `interpolate(..., "bilinear", antialias=True)` do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resample {
+    #[default]
+    Lanczos3,
+    Bilinear,
+}
+
+impl std::str::FromStr for Resample {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "lanczos3" => Ok(Resample::Lanczos3),
+            "bilinear" => Ok(Resample::Bilinear),
+            _ => Err(format!(
+                "unknown resampling '{s}' (expected lanczos3 or bilinear)"
+            )),
+        }
+    }
+}
+
+impl Resample {
+    fn filter_type(self) -> FilterType {
+        match self {
+            Resample::Lanczos3 => FilterType::Lanczos3,
+            Resample::Bilinear => FilterType::Triangle,
+        }
+    }
+
+    /// Half-width of the filter at scale 1, in source pixels.
+    fn support(self) -> f32 {
+        match self {
+            Resample::Lanczos3 => 3.0,
+            Resample::Bilinear => 1.0,
+        }
+    }
+
+    fn kernel(self, x: f32) -> f32 {
+        let sinc = |t: f32| {
+            let a = t * std::f32::consts::PI;
+            if t == 0.0 {
+                1.0
+            } else {
+                a.sin() / a
+            }
+        };
+        match self {
+            Resample::Lanczos3 if x.abs() < 3.0 => sinc(x) * sinc(x / 3.0),
+            Resample::Bilinear if x.abs() < 1.0 => 1.0 - x.abs(),
+            _ => 0.0,
+        }
+    }
+}
+
 /// Resamples to `width x height` with a Lanczos3 filter, in `f32` (no 8-bit
 /// quantisation). Downscaling is antialiased (the filter widens with the
 /// scale factor). Results are clamped to `0..=255`, which removes the filter's
 /// ringing overshoot. A zero target size is treated as 1.
 pub fn resize(img: &RgbImageF32, width: u32, height: u32) -> RgbImageF32 {
+    resize_with(img, width, height, Resample::Lanczos3)
+}
+
+/// [`resize`] with a choice of filter.
+pub fn resize_with(img: &RgbImageF32, width: u32, height: u32, filter: Resample) -> RgbImageF32 {
     let (width, height) = (width.max(1), height.max(1));
     if width == img.width && height == img.height {
         let mut out = img.clone();
@@ -818,25 +880,25 @@ pub fn resize(img: &RgbImageF32, width: u32, height: u32) -> RgbImageF32 {
     }
     let src = Rgb32FImage::from_raw(img.width, img.height, inter)
         .expect("image data length matches its dimensions");
-    let dst = image::imageops::resize(&src, width, height, FilterType::Lanczos3);
+    let dst = image::imageops::resize(&src, width, height, filter.filter_type());
     RgbImageF32::from_interleaved(width, height, dst.as_raw(), |v| {
         (v * 255.0).clamp(0.0, 255.0)
     })
 }
 
-/// [`resize`] for large images: the same Lanczos3 filter (vertical pass, then horizontal, the
+/// [`resize_with`] for large images: the same filter (vertical pass, then horizontal, the
 /// same weights and sums, equal up to float rounding) one plane at a time, so it holds only the
 /// source, the result and one plane of the vertical pass (4 bytes x the source's width x the new
 /// height), not [`resize`]'s interleaved copies and RGBA intermediate.
-pub fn resize_planar(img: &RgbImageF32, width: u32, height: u32) -> RgbImageF32 {
+pub fn resize_planar(img: &RgbImageF32, width: u32, height: u32, filter: Resample) -> RgbImageF32 {
     use rayon::prelude::*;
     let (width, height) = (width.max(1), height.max(1));
     if (width, height) == (img.width, img.height) {
         return RgbImageF32::new(width, height, img.data.clone());
     }
     let (sw, dw, dh) = (img.width as usize, width as usize, height as usize);
-    let rows = lanczos3_taps(img.height as usize, dh);
-    let cols = lanczos3_taps(sw, dw);
+    let rows = filter_taps(img.height as usize, dh, filter);
+    let cols = filter_taps(sw, dw, filter);
     let mut out = vec![0f32; 3 * dw * dh];
     let mut tmp = vec![0f32; sw * dh];
     for (c, dst) in out.chunks_mut(dw * dh).enumerate() {
@@ -866,33 +928,18 @@ pub fn resize_planar(img: &RgbImageF32, width: u32, height: u32) -> RgbImageF32 
 }
 
 /// Per output position of a `src` -> `dst` resampling: the first source position and the
-/// normalised Lanczos3 weights from there (as the `image` crate computes them).
-fn lanczos3_taps(src: usize, dst: usize) -> Vec<(usize, Vec<f32>)> {
-    let sinc = |t: f32| {
-        let a = t * std::f32::consts::PI;
-        if t == 0.0 {
-            1.0
-        } else {
-            a.sin() / a
-        }
-    };
-    let kernel = |x: f32| {
-        if x.abs() < 3.0 {
-            sinc(x) * sinc(x / 3.0)
-        } else {
-            0.0
-        }
-    };
+/// normalised filter weights from there (as the `image` crate computes them).
+fn filter_taps(src: usize, dst: usize, filter: Resample) -> Vec<(usize, Vec<f32>)> {
     let ratio = src as f32 / dst as f32;
     let sratio = ratio.max(1.0);
-    let support = 3.0 * sratio;
+    let support = filter.support() * sratio;
     (0..dst)
         .map(|o| {
             let centre = (o as f32 + 0.5) * ratio;
             let left = ((centre - support).floor() as i64).clamp(0, src as i64 - 1);
             let right = ((centre + support).ceil() as i64).clamp(left + 1, src as i64);
             let mut ws: Vec<f32> = (left..right)
-                .map(|i| kernel((i as f32 - (centre - 0.5)) / sratio))
+                .map(|i| filter.kernel((i as f32 - (centre - 0.5)) / sratio))
                 .collect();
             let sum: f32 = ws.iter().sum();
             ws.iter_mut().for_each(|w| *w /= sum);
@@ -1349,6 +1396,38 @@ mod tests {
         let e = save_rgb(&bad, &dir.path().join("b.png")).unwrap_err();
         assert!(matches!(e, ImageError::InvalidImage { .. }), "{e:?}");
         assert!(files_in(dir.path()).is_empty());
+    }
+
+    /// Bilinear resampling is PyTorch's `interpolate(..., "bilinear", align_corners=False)`:
+    /// doubling a row puts the source pixels at quarter offsets (edges clamped), and halving
+    /// (antialiased: a triangle two source pixels wide) averages neighbours 1:3:3:1.
+    #[test]
+    fn bilinear_follows_half_pixel_centres() {
+        let row = RgbImageF32::new(4, 1, [0f32, 40., 80., 120.].repeat(3));
+        let up = resize_with(&row, 8, 1, Resample::Bilinear);
+        let want = [0f32, 10., 30., 50., 70., 90., 110., 120.];
+        for (x, w) in want.iter().enumerate() {
+            assert!(
+                (up.get(x as u32, 0, 1) - w).abs() < 1e-3,
+                "x {x}: {}",
+                up.get(x as u32, 0, 1)
+            );
+        }
+        let wide = RgbImageF32::new(8, 1, [0f32, 0., 80., 80., 0., 0., 80., 80.].repeat(3));
+        let down = resize_planar(&wide, 4, 1, Resample::Bilinear);
+        // Centre of output 1 is source 2.5: taps 1..4 weigh 1:3:3:1 -> (0 + 240 + 240 + 0) / 8.
+        assert!(
+            (down.get(1, 0, 0) - 60.0).abs() < 1e-3,
+            "{}",
+            down.get(1, 0, 0)
+        );
+        // Lanczos3 keeps a sharper step than bilinear when doubling.
+        let step = RgbImageF32::new(4, 1, [0f32, 0., 200., 200.].repeat(3));
+        let (l, b) = (
+            resize(&step, 8, 1),
+            resize_with(&step, 8, 1, Resample::Bilinear),
+        );
+        assert!(l.get(3, 0, 0) < b.get(3, 0, 0) && l.get(4, 0, 0) > b.get(4, 0, 0));
     }
 
     #[test]

@@ -341,9 +341,13 @@ fn planar_resize_matches_resize() {
         .map(|i| ((i * 7919) % 256) as f32)
         .collect::<Vec<_>>();
     let img = RgbImageF32::new(w, h, data);
-    for (tw, th) in [(194, 122), (40, 30), (97, 150), (300, 61)] {
-        let a = mrfsynth::image_io::resize(&img, tw, th);
-        let b = mrfsynth::image_io::resize_planar(&img, tw, th);
+    use mrfsynth::image_io::Resample;
+    for ((tw, th), filter) in [(194, 122), (40, 30), (97, 150), (300, 61)]
+        .into_iter()
+        .flat_map(|s| [(s, Resample::Lanczos3), (s, Resample::Bilinear)])
+    {
+        let a = mrfsynth::image_io::resize_with(&img, tw, th, filter);
+        let b = mrfsynth::image_io::resize_planar(&img, tw, th, filter);
         assert_eq!((b.width, b.height), (tw, th));
         let worst = a
             .data
@@ -351,6 +355,6 @@ fn planar_resize_matches_resize() {
             .zip(&b.data)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
-        assert!(worst < 1e-2, "{tw}x{th}: {worst}");
+        assert!(worst < 1e-2, "{tw}x{th} {filter:?}: {worst}");
     }
 }

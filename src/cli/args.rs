@@ -345,6 +345,9 @@ pub struct SynthArgs {
     /// Padding of the style image before its features are taken: mirror (cropped back after) or zero (as CNNMRF).
     #[arg(long, value_name = "mirror|zero")]
     pub style_padding: Option<String>,
+    /// Filter of the pyramid's resampling (the sample at each level, each result scaled up for the next): lanczos3 (sharp) or bilinear (antialiased when shrinking, as CNNMRF's image.scale).
+    #[arg(long, value_name = "lanczos3|bilinear")]
+    pub resample: Option<String>,
     /// Skip coarse levels whose style gives fewer patches than N at an MRF layer (0: keep all).
     #[arg(long, value_name = "N")]
     pub min_style_patches: Option<usize>,

@@ -315,6 +315,12 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
     p.mirror_style = choice("--style-padding", &a.style_padding, ["mirror", "zero"])?
         .unwrap_or(base.mirror_style);
     p.min_style_patches = a.min_style_patches.unwrap_or(base.min_style_patches);
+    p.resample = match &a.resample {
+        None => base.resample,
+        Some(v) => v
+            .parse()
+            .map_err(|e: String| CliError::usage(format!("--resample: {e}")))?,
+    };
     p.seed = a.seed;
     p.tileable = a.tileable;
     p.matcher = a

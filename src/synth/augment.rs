@@ -1,6 +1,6 @@
 //! Geometric variants of a style image: rotations, scales and mirror padding.
 
-use crate::image_io::{resize, RgbImageF32};
+use crate::image_io::{resize_with, Resample, RgbImageF32};
 
 /// Bilinear sample of channel `c` at real coordinates (clamped to the image).
 fn sample(img: &RgbImageF32, c: usize, x: f32, y: f32) -> f32 {
@@ -66,14 +66,19 @@ pub fn rotate_cropped(img: &RgbImageF32, angle: f32) -> RgbImageF32 {
     RgbImageF32::new(ow, oh, data)
 }
 
-/// The image scaled by `factor` (each side at least 1 px).
+/// The image scaled by `factor` (each side at least 1 px), Lanczos3.
 pub fn scaled(img: &RgbImageF32, factor: f32) -> RgbImageF32 {
+    scaled_with(img, factor, Resample::Lanczos3)
+}
+
+/// [`scaled`] with a choice of filter.
+pub fn scaled_with(img: &RgbImageF32, factor: f32, filter: Resample) -> RgbImageF32 {
     if (factor - 1.0).abs() < 1e-6 {
         return img.clone();
     }
     let w = ((img.width as f32 * factor).round() as u32).max(1);
     let h = ((img.height as f32 * factor).round() as u32).max(1);
-    resize(img, w, h)
+    resize_with(img, w, h, filter)
 }
 
 /// CNNMRF's style augmentation: rotations k*pi/24 (|k| <= rotations) times scales 1.05^s

@@ -3,7 +3,7 @@
 use crate::error::fail;
 use serde::Serialize;
 
-use crate::image_io::RgbImageF32;
+use crate::image_io::{Resample, RgbImageF32};
 use crate::vgg::LayerId;
 
 use super::Init;
@@ -247,6 +247,9 @@ pub struct Params {
     pub full_grid: bool,
     /// Style features computed on a mirror-padded sample (no zero-padding signature at its borders).
     pub mirror_style: bool,
+    /// Filter of the pyramid's resampling: the sample scaled to each level, and each level's
+    /// result scaled up to start the next.
+    pub resample: Resample,
     /// Coarse pyramid levels whose style gives fewer patches than this at an MRF layer are
     /// skipped (0: keep every level).
     pub min_style_patches: usize,
@@ -313,6 +316,7 @@ impl Default for Params {
             full_grid: true,
             mirror_style: false,
             min_style_patches: 0,
+            resample: Resample::Lanczos3,
             init: Init::Mean,
             seed: 0,
             match_budget: 1 << 24,

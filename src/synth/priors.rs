@@ -56,7 +56,7 @@ pub(crate) fn level_priors<'a>(
 ) -> crate::Result<LevelPriors<'a>> {
     let level_styles: Vec<RgbImageF32> = styles
         .iter()
-        .map(|s| augment::scaled(s, level.style_factor))
+        .map(|s| augment::scaled_with(s, level.style_factor, params.resample))
         .collect();
     let mut priors: Vec<Box<dyn FeatureLoss>> = Vec::new();
     let mut style_patches = Vec::new();

@@ -81,7 +81,7 @@ pub fn run(
         let params = &level_params;
         if (image.width, image.height) != (level.width, level.height) {
             // Plane by plane: a tiled level's image is the largest buffer of the run.
-            image = resize_planar(&image, level.width, level.height);
+            image = resize_planar(&image, level.width, level.height, params.resample);
         }
         let (priors, style_patches) = level_priors(vgg, &styles, blend, &task, level, params)?;
         let setup_seconds = level_start.elapsed().as_secs_f64();
@@ -194,7 +194,7 @@ pub fn run(
     let finest = levels.last().expect("at least one level");
     if (image.width, image.height) != (finest.width, finest.height) {
         // Interrupted at a coarse level: still deliver the requested size.
-        image = resize_planar(&image, finest.width, finest.height);
+        image = resize_planar(&image, finest.width, finest.height, params.resample);
     }
     if let (true, Task::Transfer { content }) = (params.original_colors, &task) {
         image = crate::color::keep_luminance(&image, &resize(content, image.width, image.height));
