@@ -97,6 +97,31 @@ fn optimisation_lowers_the_energy_and_matches_the_style_better_than_noise() {
     assert!(losses.last().unwrap() < losses.first().unwrap());
 }
 
+/// Every level takes the steps asked for, even one or two (the evaluation budget once ran out
+/// before the first step: one iteration took none).
+#[test]
+fn a_few_iterations_are_all_taken() {
+    let style_img = common::fetched_rgb("gravel", Some(64));
+    let vgg = Vgg19::new(common::weights(), Pooling::Max, &Device::Cpu).unwrap();
+    for n in [1, 2, 3] {
+        let mut p = Params::default();
+        (p.width, p.height, p.levels, p.iterations) = (64, 64, 2, n);
+        let r = synth::run(
+            &vgg,
+            std::slice::from_ref(&style_img),
+            &[1.0],
+            Task::Texture,
+            &p,
+            &mut Silent,
+        )
+        .unwrap();
+        for l in &r.levels {
+            assert_eq!(l.iterations, n, "{n} asked, level {}x{}", l.width, l.height);
+            assert!(l.evaluations > n);
+        }
+    }
+}
+
 fn texture_cmd(out: &std::path::Path, seed: u64, style: &std::path::Path) -> std::process::Output {
     common::mrfsynth()
         .args([

@@ -269,17 +269,16 @@ impl Optimised<'_> {
 
 fn optimizer_for(params: &Params, pixels: u64) -> Box<dyn Optimizer> {
     match params.optimizer {
+        // `Lbfgs::new` sizes the evaluation budget so that even 1 iteration gets its step.
         OptimizerKind::Lbfgs => Box::new(Lbfgs {
             history: memory::lbfgs_history(params.history, pixels),
-            max_iter: params.iterations,
-            max_evals: params.iterations * 5 / 4,
             line_search: if params.line_search {
                 LineSearch::StrongWolfe
             } else {
                 LineSearch::None
             },
             first_step: params.first_step_px,
-            ..Lbfgs::default()
+            ..Lbfgs::new(params.iterations)
         }),
         OptimizerKind::Adam => Box::new(Adam {
             max_iter: params.iterations,
