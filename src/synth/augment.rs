@@ -82,11 +82,16 @@ pub fn scaled_with(img: &RgbImageF32, factor: f32, filter: Resample) -> RgbImage
 }
 
 /// CNNMRF's style augmentation: rotations k*pi/24 (|k| <= rotations) times scales 1.05^s
-/// (|s| <= scales).
-pub fn variants(img: &RgbImageF32, rotations: u32, scales: u32) -> Vec<RgbImageF32> {
+/// (|s| <= scales), scaled with `filter`.
+pub fn variants(
+    img: &RgbImageF32,
+    rotations: u32,
+    scales: u32,
+    filter: Resample,
+) -> Vec<RgbImageF32> {
     let mut out = Vec::new();
     for s in -(scales as i32)..=scales as i32 {
-        let base = scaled(img, 1.05f32.powi(s));
+        let base = scaled_with(img, 1.05f32.powi(s), filter);
         for k in -(rotations as i32)..=rotations as i32 {
             out.push(rotate_cropped(
                 &base,
@@ -135,7 +140,7 @@ mod tests {
         assert!(r.width < 100 && r.height < 60 && r.width > 50 && r.height > 20);
         // No sample fell outside the source: a constant image stays constant.
         assert!(r.plane(2).iter().all(|&v| (v - 30.0).abs() < 1e-4));
-        assert_eq!(variants(&img, 1, 1).len(), 9);
+        assert_eq!(variants(&img, 1, 1, Resample::Lanczos3).len(), 9);
     }
 
     #[test]

@@ -66,10 +66,10 @@ pub(crate) fn level_priors<'a>(
         let mut per_style = Vec::new();
         let mut map_scales = Vec::new();
         for (k, s) in level_styles.iter().enumerate() {
-            let variants = augment::variants(s, params.rotations, params.scales);
+            let variants = augment::variants(s, params.rotations, params.scales, params.resample);
             let maps = params.guides.as_ref().map(|g| {
                 let m = resize(&g.style_maps[k], s.width, s.height);
-                augment::variants(&m, params.rotations, params.scales)
+                augment::variants(&m, params.rotations, params.scales, params.resample)
             });
             let weight = params.guides.as_ref().map_or(0.0, |g| g.weight);
             let (banks, scales) = style::guided_mrf_banks(
@@ -149,7 +149,7 @@ pub(crate) fn level_priors<'a>(
     if params.prior == PriorKind::Correspondence {
         let variants: Vec<RgbImageF32> = level_styles
             .iter()
-            .flat_map(|s| augment::variants(s, params.rotations, params.scales))
+            .flat_map(|s| augment::variants(s, params.rotations, params.scales, params.resample))
             .collect();
         let (banks, _) = style::guided_mrf_banks(
             vgg,
