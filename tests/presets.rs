@@ -47,6 +47,15 @@ fn the_cnnmrf_preset_sets_the_originals_choices() {
     assert_eq!(p["min_style_patches"], 0);
     assert_eq!(p["style_stride"], 2);
     assert_eq!(p["tv_weight"], 1e-3);
+    assert_eq!(p["resample"], "bilinear");
+    // The default differs from it in the resampling only.
+    let d = sidecar_params(&[]);
+    assert_eq!(d["resample"], "lanczos3");
+    for (k, v) in p.as_object().unwrap() {
+        if !["preset", "resample"].contains(&k.as_str()) {
+            assert_eq!(&d[k], v, "{k}");
+        }
+    }
 }
 
 #[test]
@@ -80,6 +89,8 @@ fn explicit_flags_override_the_preset() {
         "1",
         "--finest-iterations",
         "1",
+        "--resample",
+        "lanczos3",
     ]);
     assert_eq!(p["preset"], "cnnmrf");
     assert_eq!(p["history"], 7);
@@ -90,6 +101,7 @@ fn explicit_flags_override_the_preset() {
     assert_eq!(p["init"], "noise");
     assert_eq!(p["style_stride"], 1);
     assert_eq!(p["finest_iterations"], 1);
+    assert_eq!(p["resample"], "lanczos3");
 }
 
 #[test]

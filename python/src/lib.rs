@@ -338,8 +338,8 @@ fn layer_list(flag: &str, v: &Bound<'_, PyAny>) -> PyResult<Vec<LayerId>> {
 const KNOWN_OPTIONS: &str = "level_ratio, finest_iterations, preset, style_weight, gram_layers, \
 mrf_layers, mrf_weight, patch_size, occurrence, gc_bandwidth, gc_top_k, gc_max_queries, stride, \
 style_stride, tv_weight, rotations, scales, style_scale, optimizer, learning_rate, history, \
-line_search, first_step, mrf_gradient, patch_grid, style_padding, min_style_patches, pool, \
-matcher, tile, precision, bank_precision, tileable, max_memory, device, init, content_weight, \
+line_search, first_step, mrf_gradient, patch_grid, style_padding, resample, min_style_patches, \
+pool, matcher, tile, precision, bank_precision, tileable, max_memory, device, init, content_weight, \
 original_colors, content_layer, style_blend, style_map, target_map, map_weight";
 
 /// Reads `**options` (CLI flag names with `-` as `_`). Unknown names raise TypeError, as an
@@ -442,6 +442,10 @@ fn parse_options(
                 let b = choice(&flag, &v.extract::<String>()?, ["mirror", "zero"])?;
                 o.edits
                     .push(Box::new(move |p: &mut Params| p.mirror_style = b));
+            }
+            "resample" => {
+                let r: image_io::Resample = parse(&flag, &v.extract::<String>()?)?;
+                o.edits.push(Box::new(move |p: &mut Params| p.resample = r));
             }
             "min_style_patches" => set!(usize, |p, x| p.min_style_patches = x),
             "matcher" => {

@@ -316,10 +316,10 @@ pub struct SynthArgs {
     /// Optimiser (default: lbfgs; adam for --prior gc, as its paper).
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerArg>,
-    /// A named set of defaults: default (ours, today the same as cnnmrf), cnnmrf (the original
-    /// CNNMRF code's choices: flat mean-grey start, L-BFGS history 25 without line search,
-    /// averaged target maps, grids with the last row and column, no mirror padding, every
-    /// pyramid level), or fast (the default with 50 iterations at the finest level). Flags given
+    /// A named set of defaults: default (ours: cnnmrf's choices but Lanczos3 resampling), cnnmrf
+    /// (the original CNNMRF code's choices: flat mean-grey start, L-BFGS history 25 without line
+    /// search, averaged target maps, grids with the last row and column, no mirror padding, every
+    /// pyramid level, bilinear resampling), or fast (the default with 50 iterations at the finest level). Flags given
     /// explicitly override the preset.
     #[arg(long, default_value = "default", value_name = "default|cnnmrf|fast")]
     pub preset: String,
