@@ -6,6 +6,11 @@ mod common;
 use mrfsynth::assets::samples;
 
 fn sidecar_params(args: &[&str]) -> serde_json::Value {
+    sidecar(args)["params"].clone()
+}
+
+/// The sidecar of a 64 px, 2-iteration texture from the native gravel sample (512 px).
+fn sidecar(args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.png");
     let style = samples::test_image("gravel").expect("fetch the scikit-image gravel sample");
@@ -30,7 +35,37 @@ fn sidecar_params(args: &[&str]) -> serde_json::Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let side: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
-    side["params"].clone()
+    side
+}
+
+fn notes_mention_occurrence(side: &serde_json::Value) -> bool {
+    side["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n.as_str().unwrap().contains("occurrence penalty"))
+}
+
+/// A sample larger than the output turns the occurrence penalty on (MRF matching otherwise fills
+/// the output from one region of the sample); an explicit --occurrence, the cnnmrf preset and a
+/// sample no larger than the output leave it off.
+#[test]
+fn a_sample_larger_than_the_output_spreads_the_matches() {
+    let side = sidecar(&[]);
+    assert!(notes_mention_occurrence(&side), "{}", side["notes"]);
+    assert_eq!(side["params"]["auto_occurrence"], true);
+    for args in [
+        &["--occurrence", "0"][..],
+        &["--preset", "cnnmrf"],
+        &["--style-scale", "0.1"],
+    ] {
+        let side = sidecar(args);
+        assert!(
+            !notes_mention_occurrence(&side),
+            "{args:?}: {}",
+            side["notes"]
+        );
+    }
 }
 
 #[test]
@@ -48,11 +83,13 @@ fn the_cnnmrf_preset_sets_the_originals_choices() {
     assert_eq!(p["style_stride"], 2);
     assert_eq!(p["tv_weight"], 1e-3);
     assert_eq!(p["resample"], "bilinear");
-    // The default differs from it in the resampling only.
+    assert_eq!(p["auto_occurrence"], false);
+    // The default differs from it in the resampling and the automatic occurrence penalty only.
     let d = sidecar_params(&[]);
     assert_eq!(d["resample"], "lanczos3");
+    assert_eq!(d["auto_occurrence"], true);
     for (k, v) in p.as_object().unwrap() {
-        if !["preset", "resample"].contains(&k.as_str()) {
+        if !["preset", "resample", "auto_occurrence"].contains(&k.as_str()) {
             assert_eq!(&d[k], v, "{k}");
         }
     }

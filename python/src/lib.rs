@@ -379,7 +379,10 @@ fn parse_options(
             }
             "mrf_weight" => set!(f64, |p, x| p.mrf_weight = x),
             "patch_size" => set!(usize, |p, x| p.patch_size = x),
-            "occurrence" => set!(f32, |p, x| p.occurrence = x),
+            "occurrence" => set!(f32, |p, x| {
+                p.occurrence = x;
+                p.auto_occurrence = false;
+            }),
             "gc_bandwidth" => set!(f32, |p, x| p.gc_bandwidth = x),
             "gc_top_k" => set!(usize, |p, x| p.gc_top_k = x),
             "gc_max_queries" => set!(usize, |p, x| p.gc_max_queries = x),

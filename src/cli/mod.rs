@@ -292,6 +292,7 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
     p.style_stride = a.style_stride.or(a.stride).unwrap_or(base.style_stride);
     p.mrf_weight = a.mrf_weight.unwrap_or(base.mrf_weight);
     p.occurrence = a.occurrence.unwrap_or(base.occurrence);
+    p.auto_occurrence = base.auto_occurrence && a.occurrence.is_none();
     p.gc_bandwidth = a.gc_bandwidth.unwrap_or(base.gc_bandwidth);
     p.gc_top_k = a.gc_top_k.unwrap_or(base.gc_top_k);
     p.gc_max_queries = a.gc_max_queries.unwrap_or(base.gc_max_queries);

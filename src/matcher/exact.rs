@@ -88,58 +88,134 @@ impl ExactMatcher {
                     );
                 }
                 for r in 0..rows {
-                    let norm = q[r * dim..(r + 1) * dim]
-                        .iter()
-                        .map(|v| v * v)
-                        .sum::<f32>()
-                        .sqrt()
-                        .max(1e-8);
+                    let norm = row_norm(&q[r * dim..(r + 1) * dim]);
                     let row = &scores[r * m..(r + 1) * m];
-                    let (mut best, mut at) = (f32::NEG_INFINITY, 0usize);
-                    match penalty {
-                        // Scores are cosines times the query's norm: so is the penalty.
-                        Some(p) => {
-                            for (j, (&v, &pj)) in row.iter().zip(p).enumerate() {
-                                if v - pj * norm > best {
-                                    (best, at) = (v - pj * norm, j);
-                                }
-                            }
-                        }
-                        None => {
-                            for (j, &v) in row.iter().enumerate() {
-                                if v > best {
-                                    (best, at) = (v, j);
-                                }
-                            }
-                        }
-                    }
+                    let at = argmax_penalised(row, penalty, norm);
                     idx[r] = at as u32;
                     sc[r] = row[at] / norm;
                 }
             });
         (index, score)
     }
+
+    /// The CPU path of [`PatchMatcher::best_spread`] when all n x M scores fit the budget: one
+    /// product, kept, ranked twice (plain, then penalised by the first ranking's use counts),
+    /// which halves the cost of the two searches.
+    fn best_spread_cpu(
+        &self,
+        queries: &[f32],
+        n: usize,
+        dim: usize,
+        bank_t: &[f32],
+        per_use: f32,
+    ) -> (Vec<u32>, Vec<f32>) {
+        let m = self.len;
+        let threads = rayon::current_num_threads().max(1);
+        let chunk = n.div_ceil(2 * threads).clamp(16, CPU_CHUNK);
+        let mut scores = vec![0f32; n * m];
+        scores
+            .par_chunks_mut(chunk * m)
+            .enumerate()
+            .for_each(|(t, block)| {
+                let rows = block.len() / m;
+                let q = &queries[t * chunk * dim..][..rows * dim];
+                // SAFETY: q is rows x dim, bank_t dim x m and block rows x m, all row-major
+                // and in bounds.
+                unsafe {
+                    crate::cpu::ops::gemm_rowmajor(
+                        rows,
+                        m,
+                        dim,
+                        block.as_mut_ptr(),
+                        m,
+                        q.as_ptr(),
+                        dim,
+                        bank_t.as_ptr(),
+                        m,
+                    );
+                }
+            });
+        let norms: Vec<f32> = queries.par_chunks(dim).map(row_norm).collect();
+        let rank = |penalty: Option<&[f32]>| -> Vec<u32> {
+            scores
+                .par_chunks(m)
+                .zip(&norms)
+                .map(|(row, &norm)| argmax_penalised(row, penalty, norm) as u32)
+                .collect()
+        };
+        let penalty = super::use_penalty(&rank(None), m, per_use);
+        let index = rank(Some(&penalty));
+        let score = index
+            .iter()
+            .enumerate()
+            .map(|(r, &j)| scores[r * m + j as usize] / norms[r])
+            .collect();
+        (index, score)
+    }
+}
+
+/// L2 norm of a query row, kept away from zero.
+fn row_norm(q: &[f32]) -> f32 {
+    q.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-8)
+}
+
+/// Index of the largest score (cosine times `norm`), each lowered by `penalty[j] * norm`; ties
+/// go to the lowest index.
+fn argmax_penalised(row: &[f32], penalty: Option<&[f32]>, norm: f32) -> usize {
+    let (mut best, mut at) = (f32::NEG_INFINITY, 0usize);
+    match penalty {
+        // Scores are cosines times the query's norm: so is the penalty.
+        Some(p) => {
+            for (j, (&v, &pj)) in row.iter().zip(p).enumerate() {
+                if v - pj * norm > best {
+                    (best, at) = (v - pj * norm, j);
+                }
+            }
+        }
+        None => {
+            for (j, &v) in row.iter().enumerate() {
+                if v > best {
+                    (best, at) = (v, j);
+                }
+            }
+        }
+    }
+    at
 }
 
 impl ExactMatcher {
+    /// Runs `f` on the CPU slices of `queries` [N, D] and the bank, when both are on the CPU.
+    fn on_cpu(
+        &self,
+        queries: &Tensor,
+        f: impl FnOnce(&[f32], usize, usize, &[f32]) -> (Vec<u32>, Vec<f32>),
+    ) -> Result<Option<Matches>> {
+        if !(queries.device().is_cpu() && self.bank_t.device().is_cpu() && self.len > 0) {
+            return Ok(None);
+        }
+        let (n, dim) = queries.dims2()?;
+        let q = queries.to_dtype(DType::F32)?.contiguous()?;
+        let (qs, ql) = q.storage_and_layout();
+        let (bs, bl) = self.bank_t.storage_and_layout();
+        let (Storage::Cpu(qs), Storage::Cpu(bs)) = (&*qs, &*bs) else {
+            return Ok(None);
+        };
+        let (index, score) = f(
+            contiguous_f32(qs, ql, "matcher")?,
+            n,
+            dim,
+            contiguous_f32(bs, bl, "matcher")?,
+        );
+        let index = Tensor::from_vec(index, n, queries.device())?;
+        Ok(Some(Matches { index, score }))
+    }
+
     fn search(&self, queries: &Tensor, penalty: Option<&[f32]>) -> Result<Matches> {
         let n = queries.dim(0)?;
-        if queries.device().is_cpu() && self.bank_t.device().is_cpu() && self.len > 0 {
-            let dim = queries.dim(1)?;
-            let q = queries.to_dtype(DType::F32)?.contiguous()?;
-            let (qs, ql) = q.storage_and_layout();
-            let (bs, bl) = self.bank_t.storage_and_layout();
-            if let (Storage::Cpu(qs), Storage::Cpu(bs)) = (&*qs, &*bs) {
-                let (index, score) = self.best_cpu(
-                    contiguous_f32(qs, ql, "matcher")?,
-                    n,
-                    dim,
-                    contiguous_f32(bs, bl, "matcher")?,
-                    penalty,
-                );
-                let index = Tensor::from_vec(index, n, queries.device())?;
-                return Ok(Matches { index, score });
-            }
+        if let Some(found) = self.on_cpu(queries, |q, n, dim, b| {
+            self.best_cpu(q, n, dim, b, penalty)
+        })? {
+            return Ok(found);
         }
         // The argmax over the bank does not depend on the query's norm: divide the n best
         // scores afterwards instead of normalising the whole query matrix.
@@ -200,6 +276,20 @@ impl PatchMatcher for ExactMatcher {
         self.search(queries, Some(penalty))
     }
 
+    fn best_spread(&self, queries: &Tensor, per_use: f32) -> Result<Matches> {
+        let n = queries.dim(0)?;
+        if n.saturating_mul(self.len) <= self.budget {
+            if let Some(found) = self.on_cpu(queries, |q, n, dim, b| {
+                self.best_spread_cpu(q, n, dim, b, per_use)
+            })? {
+                return Ok(found);
+            }
+        }
+        let first = self.best(queries)?;
+        let penalty = super::use_penalty(&first.index.to_vec1::<u32>()?, self.len, per_use);
+        self.best_penalised(queries, &penalty)
+    }
+
     fn len(&self) -> usize {
         self.len
     }
@@ -252,6 +342,33 @@ mod tests {
             .with_row_weights(&w)?
             .best(&q)?;
         assert_eq!(biased.index.to_vec1::<u32>()?, vec![1]);
+        Ok(())
+    }
+    /// Keeping the scores (budget large enough) ranks exactly as two full searches do.
+    #[test]
+    fn spread_with_kept_scores_matches_two_searches() -> Result<()> {
+        let dev = Device::Cpu;
+        let noise = |n: usize, seed: u64| -> Vec<f32> {
+            crate::feedforward::generator::normal_noise(n, seed)
+        };
+        let (n, m, d) = (300, 90, 12);
+        let bank = Tensor::from_vec(noise(m * d, 1), (m, d), &dev)?;
+        // Queries crowd near a few bank rows, so the plain search reuses them.
+        let base = bank.narrow(0, 0, 3)?.repeat((100, 1))?;
+        let q = (base + Tensor::from_vec(noise(n * d, 2), (n, d), &dev)? * 0.3)?;
+        let kept = ExactMatcher::new(&bank, n * m)?;
+        let chunked = ExactMatcher::new(&bank, m)?;
+        let per_use = 0.02;
+        let a = kept.best_spread(&q, per_use)?;
+        let first = chunked.best(&q)?;
+        let penalty = crate::matcher::use_penalty(&first.index.to_vec1::<u32>()?, m, per_use);
+        let b = chunked.best_penalised(&q, &penalty)?;
+        assert_eq!(a.index.to_vec1::<u32>()?, b.index.to_vec1::<u32>()?);
+        for (x, y) in a.score.iter().zip(&b.score) {
+            assert!((x - y).abs() < 1e-5);
+        }
+        let distinct = |v: Vec<u32>| v.into_iter().collect::<std::collections::BTreeSet<_>>().len();
+        assert!(distinct(a.index.to_vec1()?) > distinct(first.index.to_vec1()?));
         Ok(())
     }
 }

@@ -33,6 +33,14 @@ pub trait PatchMatcher: Send + Sync {
         let _ = (queries, penalty);
         candle_core::bail!("the {} matcher does not take penalties", self.name())
     }
+    /// Matches with an occurrence penalty: a plain search counts how often each bank row is
+    /// chosen, then every query is matched again with row j's cosine lowered by `per_use` for
+    /// each of its uses. Matchers that can keep the first pass's scores override this.
+    fn best_spread(&self, queries: &Tensor, per_use: f32) -> Result<Matches> {
+        let first = self.best(queries)?;
+        let penalty = use_penalty(&first.index.to_vec1::<u32>()?, self.len(), per_use);
+        self.best_penalised(queries, &penalty)
+    }
     /// Number of patches in the bank.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -64,6 +72,15 @@ pub fn exact_for(
         Some(w) => m.with_row_weights(w)?,
         None => m,
     }))
+}
+
+/// `per_use` times the number of times each of `len` bank rows appears in `index`.
+pub fn use_penalty(index: &[u32], len: usize, per_use: f32) -> Vec<f32> {
+    let mut penalty = vec![0f32; len];
+    for &j in index {
+        penalty[j as usize] += per_use;
+    }
+    penalty
 }
 
 /// Rows scaled to unit L2 norm (zero rows stay zero).

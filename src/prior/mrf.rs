@@ -129,18 +129,14 @@ impl MrfLayer {
         let (_, hb, wb) = map.dims3()?;
         let grid = Grid::new(hb, wb, k, self.stride, self.full_grid && !self.wrap);
         let queries = unfold_grid(&map, k, self.stride, &grid)?;
-        let mut matches = self.matcher.best(&queries)?;
-        if self.occurrence > 0.0 {
-            let m = self.matcher.len();
-            let omega = queries.dim(0)? as f32 / m as f32;
+        let matches = if self.occurrence > 0.0 {
+            let omega = queries.dim(0)? as f32 / self.matcher.len() as f32;
             // Cosine units: twice the distance's.
-            let per_use = 2.0 * self.occurrence / omega;
-            let mut penalty = vec![0f32; m];
-            for j in matches.index.to_vec1::<u32>()? {
-                penalty[j as usize] += per_use;
-            }
-            matches = self.matcher.best_penalised(&queries, &penalty)?;
-        }
+            self.matcher
+                .best_spread(&queries, 2.0 * self.occurrence / omega)?
+        } else {
+            self.matcher.best(&queries)?
+        };
         let (sums, sum_sq) = match paste_matches(&map, &self.bank, &matches.index, k, &grid)? {
             Some(r) => r,
             None => {

@@ -219,6 +219,10 @@ pub struct Params {
     /// Occurrence penalty: a sample patch used more than its share costs this much more per
     /// multiple of its share (guided correspondence; also offered to MRF matching). 0: off.
     pub occurrence: f32,
+    /// With `occurrence` 0, turn the penalty on ([`AUTO_OCCURRENCE`]) for MRF textures whose
+    /// sample is larger than the output: nearest-neighbour matching otherwise fills the output
+    /// from one region of the sample (see README, Quality). An explicit --occurrence clears it.
+    pub auto_occurrence: bool,
     /// Guided correspondence: bandwidth h, the top-k restriction (0: all patches) and the most
     /// queries drawn per layer and evaluation (0: all).
     pub gc_bandwidth: f32,
@@ -277,6 +281,9 @@ fn layer_name<S: serde::Serializer>(l: &LayerId, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(l.name())
 }
 
+/// The occurrence penalty `auto_occurrence` turns on (the guided correspondence paper's weight).
+pub const AUTO_OCCURRENCE: f32 = 0.05;
+
 impl Default for Params {
     fn default() -> Self {
         Self {
@@ -298,6 +305,7 @@ impl Default for Params {
             style_stride: 2,
             mrf_weight: 1e-4,
             occurrence: 0.0,
+            auto_occurrence: true,
             gc_bandwidth: 0.5,
             gc_top_k: 0,
             gc_max_queries: 1024,
@@ -340,6 +348,7 @@ impl Params {
             Preset::Cnnmrf => Params {
                 preset,
                 resample: Resample::Bilinear,
+                auto_occurrence: false,
                 ..Params::default()
             },
             Preset::Fast => Params {

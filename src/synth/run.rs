@@ -6,11 +6,12 @@ use std::time::Instant;
 use crate::error::Context;
 use candle_core::Tensor;
 
+use super::params::AUTO_OCCURRENCE;
 use super::plan::{plan, Plan};
 use super::priors::level_priors;
 use super::{
-    init, memory, tiles, LevelReport, Objective, Observer, OptimizerKind, Params, SynthResult,
-    Task, Timing,
+    init, memory, tiles, LevelReport, MatcherKind, Objective, Observer, OptimizerKind, Params,
+    PriorKind, SynthResult, Task, Timing,
 };
 use crate::image_io::{resize, resize_planar, RgbImageF32};
 use crate::optim::{Adam, Control, Lbfgs, LineSearch, OptimResult, Optimizer, StepInfo};
@@ -40,6 +41,22 @@ pub fn run(
     } else {
         params
     };
+    // A sample larger than the output: spread the matches over all of it.
+    let auto_penalised;
+    let mut auto_note = None;
+    let params = if auto_occurrence_applies(styles, &task, params) {
+        auto_penalised = Params {
+            occurrence: AUTO_OCCURRENCE,
+            ..params.clone()
+        };
+        auto_note = Some(format!(
+            "the sample is larger than the output: occurrence penalty {AUTO_OCCURRENCE} on, so \
+             that the texture draws on all of the sample (--occurrence 0 turns it off)"
+        ));
+        &auto_penalised
+    } else {
+        params
+    };
     let Plan {
         styles,
         levels,
@@ -57,6 +74,7 @@ pub fn run(
         .map(|s| (s.width, s.height))
         .min_by_key(|(w, h)| w * h)
         .expect("planned: non-empty");
+    let notes: Vec<String> = auto_note.into_iter().chain(notes).collect();
     for n in &notes {
         observer.note(n);
     }
@@ -265,6 +283,21 @@ impl Optimised<'_> {
         self.mrf = next.mrf;
         self
     }
+}
+
+/// Whether `auto_occurrence` turns the penalty on: a plain MRF texture, matched exactly, from a
+/// sample (at the scale the run uses) with more pixels than the output.
+fn auto_occurrence_applies(styles: &[RgbImageF32], task: &Task<'_>, params: &Params) -> bool {
+    let output = params.width as u64 * params.height as u64;
+    let scale = (params.style_scale as f64).powi(2);
+    params.auto_occurrence
+        && params.occurrence == 0.0
+        && params.prior == PriorKind::Mrf
+        && params.matcher == MatcherKind::Exact
+        && matches!(task, Task::Texture)
+        && styles
+            .iter()
+            .any(|s| (s.width as u64 * s.height as u64) as f64 * scale > output as f64)
 }
 
 fn optimizer_for(params: &Params, pixels: u64) -> Box<dyn Optimizer> {
