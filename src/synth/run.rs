@@ -285,8 +285,9 @@ impl Optimised<'_> {
     }
 }
 
-/// Whether `auto_occurrence` turns the penalty on: a plain MRF texture, matched exactly, from a
-/// sample (at the scale the run uses) with more pixels than the output.
+/// Whether `auto_occurrence` turns the penalty on: a plain MRF texture, matched exactly, from
+/// one sample (at the scale the run uses) with more pixels than the output. Guide maps and
+/// blend weights decide where matches come from themselves, so the rule leaves them alone.
 fn auto_occurrence_applies(styles: &[RgbImageF32], task: &Task<'_>, params: &Params) -> bool {
     let output = params.width as u64 * params.height as u64;
     let scale = (params.style_scale as f64).powi(2);
@@ -294,10 +295,9 @@ fn auto_occurrence_applies(styles: &[RgbImageF32], task: &Task<'_>, params: &Par
         && params.occurrence == 0.0
         && params.prior == PriorKind::Mrf
         && params.matcher == MatcherKind::Exact
+        && params.guides.is_none()
         && matches!(task, Task::Texture)
-        && styles
-            .iter()
-            .any(|s| (s.width as u64 * s.height as u64) as f64 * scale > output as f64)
+        && matches!(styles, [s] if (s.width as u64 * s.height as u64) as f64 * scale > output as f64)
 }
 
 fn optimizer_for(params: &Params, pixels: u64) -> Box<dyn Optimizer> {
@@ -365,4 +365,50 @@ pub fn features(
         .iter()
         .map(|l| (*l, fwd.features[l].clone()))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::Guides;
+
+    fn grey(side: u32) -> RgbImageF32 {
+        RgbImageF32::new(side, side, vec![128.0; (3 * side * side) as usize])
+    }
+
+    /// The penalty comes on for one plain sample larger than the output, and for nothing else.
+    #[test]
+    fn the_automatic_penalty_needs_one_larger_sample_and_plain_matching() {
+        let mut p = Params::default();
+        (p.width, p.height) = (64, 64);
+        let applies =
+            |styles: &[RgbImageF32], p: &Params| auto_occurrence_applies(styles, &Task::Texture, p);
+        assert!(applies(&[grey(96)], &p));
+        assert!(!applies(&[grey(64)], &p), "same size");
+        assert!(!applies(&[grey(96), grey(96)], &p), "blended samples");
+        let content = grey(64);
+        assert!(!auto_occurrence_applies(
+            &[grey(96)],
+            &Task::Transfer { content: &content },
+            &p
+        ));
+        for edit in [
+            (|p: &mut Params| p.auto_occurrence = false) as fn(&mut Params),
+            |p| p.occurrence = 0.1,
+            |p| p.style_scale = 0.5,
+            |p| p.prior = PriorKind::Gram,
+            |p| p.matcher = MatcherKind::Approx,
+            |p| {
+                p.guides = Some(Guides {
+                    style_maps: vec![grey(96)],
+                    target_map: grey(64),
+                    weight: 2.0,
+                })
+            },
+        ] {
+            let mut q = p.clone();
+            edit(&mut q);
+            assert!(!applies(&[grey(96)], &q), "{q:?}");
+        }
+    }
 }
