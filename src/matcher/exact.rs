@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::cpu::ops::contiguous_f32;
 
-use super::{normalize_rows, Matches, PatchMatcher};
+use super::{normalize_rows, Matches, PatchMatcher, Spread};
 
 pub struct ExactMatcher {
     /// Normalised bank, transposed: [D, M].
@@ -107,7 +107,7 @@ impl ExactMatcher {
         n: usize,
         dim: usize,
         bank_t: &[f32],
-        per_use: f32,
+        spread: Spread,
     ) -> (Vec<u32>, Vec<f32>) {
         let m = self.len;
         let threads = rayon::current_num_threads().max(1);
@@ -143,7 +143,7 @@ impl ExactMatcher {
                 .map(|(row, &norm)| argmax_penalised(row, penalty, norm) as u32)
                 .collect()
         };
-        let penalty = super::use_penalty(&rank(None), m, per_use);
+        let penalty = spread.penalty(&rank(None), m);
         let index = rank(Some(&penalty));
         let score = index
             .iter()
@@ -276,17 +276,17 @@ impl PatchMatcher for ExactMatcher {
         self.search(queries, Some(penalty))
     }
 
-    fn best_spread(&self, queries: &Tensor, per_use: f32) -> Result<Matches> {
+    fn best_spread(&self, queries: &Tensor, spread: Spread) -> Result<Matches> {
         let n = queries.dim(0)?;
         if n.saturating_mul(self.len) <= self.budget {
             if let Some(found) = self.on_cpu(queries, |q, n, dim, b| {
-                self.best_spread_cpu(q, n, dim, b, per_use)
+                self.best_spread_cpu(q, n, dim, b, spread)
             })? {
                 return Ok(found);
             }
         }
         let first = self.best(queries)?;
-        let penalty = super::use_penalty(&first.index.to_vec1::<u32>()?, self.len, per_use);
+        let penalty = spread.penalty(&first.index.to_vec1::<u32>()?, self.len);
         self.best_penalised(queries, &penalty)
     }
 
@@ -358,10 +358,13 @@ mod tests {
         let q = (base + Tensor::from_vec(noise(n * d, 2), (n, d), &dev)? * 0.3)?;
         let kept = ExactMatcher::new(&bank, n * m)?;
         let chunked = ExactMatcher::new(&bank, m)?;
-        let per_use = 0.02;
-        let a = kept.best_spread(&q, per_use)?;
+        let spread = Spread {
+            per_use: 0.02,
+            share: n as f32 / m as f32,
+        };
+        let a = kept.best_spread(&q, spread)?;
         let first = chunked.best(&q)?;
-        let penalty = crate::matcher::use_penalty(&first.index.to_vec1::<u32>()?, m, per_use);
+        let penalty = spread.penalty(&first.index.to_vec1::<u32>()?, m);
         let b = chunked.best_penalised(&q, &penalty)?;
         assert_eq!(a.index.to_vec1::<u32>()?, b.index.to_vec1::<u32>()?);
         for (x, y) in a.score.iter().zip(&b.score) {

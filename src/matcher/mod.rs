@@ -34,11 +34,11 @@ pub trait PatchMatcher: Send + Sync {
         candle_core::bail!("the {} matcher does not take penalties", self.name())
     }
     /// Matches with an occurrence penalty: a plain search counts how often each bank row is
-    /// chosen, then every query is matched again with row j's cosine lowered by `per_use` for
-    /// each of its uses. Matchers that can keep the first pass's scores override this.
-    fn best_spread(&self, queries: &Tensor, per_use: f32) -> Result<Matches> {
+    /// chosen, then every query is matched again with each row's cosine lowered by its
+    /// [`Spread::penalty`]. Matchers that can keep the first pass's scores override this.
+    fn best_spread(&self, queries: &Tensor, spread: Spread) -> Result<Matches> {
         let first = self.best(queries)?;
-        let penalty = use_penalty(&first.index.to_vec1::<u32>()?, self.len(), per_use);
+        let penalty = spread.penalty(&first.index.to_vec1::<u32>()?, self.len());
         self.best_penalised(queries, &penalty)
     }
     /// Number of patches in the bank.
@@ -74,17 +74,57 @@ pub fn exact_for(
     }))
 }
 
-/// `per_use` times the number of times each of `len` bank rows appears in `index`.
-pub fn use_penalty(index: &[u32], len: usize, per_use: f32) -> Vec<f32> {
-    let mut penalty = vec![0f32; len];
-    for &j in index {
-        penalty[j as usize] += per_use;
+/// An occurrence penalty on bank rows used beyond their share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// Cosine taken off a row for each use beyond its share.
+    pub per_use: f32,
+    /// Uses a row has for free: queries / bank rows, its share if all were used alike.
+    pub share: f32,
+}
+
+impl Spread {
+    /// Each of `len` bank rows' penalty, given the rows `index` chose: `per_use` times its uses
+    /// beyond the share. Only excess use costs: with fewer queries than rows (share below 1) a
+    /// penalty on every use would push each query off the very row it matched best.
+    pub fn penalty(&self, index: &[u32], len: usize) -> Vec<f32> {
+        let mut uses = vec![0u32; len];
+        for &j in index {
+            uses[j as usize] += 1;
+        }
+        uses.iter()
+            .map(|&n| self.per_use * (n as f32 - self.share).max(0.0))
+            .collect()
     }
-    penalty
 }
 
 /// Rows scaled to unit L2 norm (zero rows stay zero).
 pub fn normalize_rows(x: &Tensor) -> Result<Tensor> {
     let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-8f32, f32::MAX)?;
     x.broadcast_div(&norm)
+}
+
+#[cfg(test)]
+mod spread_tests {
+    use super::Spread;
+
+    /// Only uses beyond the share cost: with fewer queries than patches (share below 1) a patch
+    /// used once stays free, so no query is pushed off its own best match.
+    #[test]
+    fn only_excess_use_is_penalised() {
+        let s = Spread {
+            per_use: 0.5,
+            share: 0.75,
+        };
+        let p = s.penalty(&[0, 2, 2, 2], 4);
+        assert_eq!(p[1], 0.0);
+        assert_eq!(p[3], 0.0);
+        assert!((p[0] - 0.125).abs() < 1e-6, "{p:?}");
+        assert!((p[2] - 1.125).abs() < 1e-6, "{p:?}");
+        let wide = Spread {
+            per_use: 0.5,
+            share: 2.0,
+        };
+        assert_eq!(wide.penalty(&[0, 0, 1], 2), vec![0.0, 0.0]);
+    }
 }

@@ -16,7 +16,7 @@ use candle_core::{Result, Tensor};
 
 use super::patches::{fold_grid, fold_overhang, paste_matches, unfold_grid, wrap_pad, Grid};
 use super::{sum_sq_f64, LayerLoss, LayerPrior};
-use crate::matcher::PatchMatcher;
+use crate::matcher::{PatchMatcher, Spread};
 use crate::vgg::LayerId;
 
 /// How matched patches become the MRF gradient (see the module docs).
@@ -62,9 +62,9 @@ pub struct MrfLayer {
     /// Patch grids also take the last row and column of starts (CNNMRF's `flag_all`).
     pub full_grid: bool,
     pub gradient: MrfGradient,
-    /// Occurrence penalty (as the guided correspondence prior's, in its distance units
-    /// (1 - cos) / 2): after a first match, a bank patch chosen n times costs
-    /// `occurrence * n / omega` more, omega = queries / bank size, and the queries are matched
+    /// Occurrence penalty (in the guided correspondence prior's distance units (1 - cos) / 2):
+    /// after a first match, a bank patch chosen n times costs `occurrence * (n - omega) / omega`
+    /// more where n exceeds omega = queries / bank size, its share, and the queries are matched
     /// again. 0: one plain match.
     pub occurrence: f32,
     /// The image being made wraps around (seamless tiles): patches cross its edges.
@@ -131,9 +131,14 @@ impl MrfLayer {
         let queries = unfold_grid(&map, k, self.stride, &grid)?;
         let matches = if self.occurrence > 0.0 {
             let omega = queries.dim(0)? as f32 / self.matcher.len() as f32;
-            // Cosine units: twice the distance's.
-            self.matcher
-                .best_spread(&queries, 2.0 * self.occurrence / omega)?
+            self.matcher.best_spread(
+                &queries,
+                Spread {
+                    // Cosine units: twice the distance's.
+                    per_use: 2.0 * self.occurrence / omega,
+                    share: omega,
+                },
+            )?
         } else {
             self.matcher.best(&queries)?
         };
