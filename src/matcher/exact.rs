@@ -72,21 +72,7 @@ impl ExactMatcher {
                 let rows = idx.len();
                 let q = &queries[t * chunk * dim..][..rows * dim];
                 let mut scores = vec![0f32; rows * m];
-                // SAFETY: q is rows x dim, bank_t dim x m and scores rows x m, all row-major
-                // and in bounds.
-                unsafe {
-                    crate::cpu::ops::gemm_rowmajor(
-                        rows,
-                        m,
-                        dim,
-                        scores.as_mut_ptr(),
-                        m,
-                        q.as_ptr(),
-                        dim,
-                        bank_t.as_ptr(),
-                        m,
-                    );
-                }
+                score_block(q, dim, bank_t, m, &mut scores);
                 for r in 0..rows {
                     let norm = row_norm(&q[r * dim..(r + 1) * dim]);
                     let row = &scores[r * m..(r + 1) * m];
@@ -119,21 +105,7 @@ impl ExactMatcher {
             .for_each(|(t, block)| {
                 let rows = block.len() / m;
                 let q = &queries[t * chunk * dim..][..rows * dim];
-                // SAFETY: q is rows x dim, bank_t dim x m and block rows x m, all row-major
-                // and in bounds.
-                unsafe {
-                    crate::cpu::ops::gemm_rowmajor(
-                        rows,
-                        m,
-                        dim,
-                        block.as_mut_ptr(),
-                        m,
-                        q.as_ptr(),
-                        dim,
-                        bank_t.as_ptr(),
-                        m,
-                    );
-                }
+                score_block(q, dim, bank_t, m, block);
             });
         let norms: Vec<f32> = queries.par_chunks(dim).map(row_norm).collect();
         let rank = |penalty: Option<&[f32]>| -> Vec<u32> {
@@ -151,6 +123,30 @@ impl ExactMatcher {
             .map(|(r, &j)| scores[r * m + j as usize] / norms[r])
             .collect();
         (index, score)
+    }
+}
+
+/// `out` (rows x m) = `q` (rows x dim) times `bank_t` (dim x m), all row-major.
+fn score_block(q: &[f32], dim: usize, bank_t: &[f32], m: usize, out: &mut [f32]) {
+    let rows = out.len() / m.max(1);
+    assert!(
+        q.len() >= rows * dim && bank_t.len() >= dim * m && out.len() >= rows * m,
+        "score block shapes"
+    );
+    // SAFETY: the assert keeps q (rows x dim), bank_t (dim x m) and out (rows x m) in bounds;
+    // out is a distinct, mutable slice.
+    unsafe {
+        crate::cpu::ops::gemm_rowmajor(
+            rows,
+            m,
+            dim,
+            out.as_mut_ptr(),
+            m,
+            q.as_ptr(),
+            dim,
+            bank_t.as_ptr(),
+            m,
+        );
     }
 }
 
