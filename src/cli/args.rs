@@ -283,8 +283,8 @@ pub struct SynthArgs {
     #[arg(long, value_name = "K")]
     pub patch_size: Option<usize>,
     /// Occurrence penalty: a sample patch used more than its share costs W more per multiple of
-    /// its share (default: 0.05 for gc; for mrf off, or 0.05 when the sample has more pixels
-    /// than the output; with mrf it needs the exact matcher).
+    /// its share (default: 0.05 for gc; for mrf off, or 0.05 when one sample without guide maps
+    /// has more pixels than the output; with mrf it needs the exact matcher).
     #[arg(long, value_name = "W")]
     pub occurrence: Option<f32>,
     /// Guided correspondence: bandwidth h of the soft assignment (default 0.5).

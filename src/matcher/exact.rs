@@ -281,9 +281,7 @@ impl PatchMatcher for ExactMatcher {
                 return Ok(found);
             }
         }
-        let first = self.best(queries)?;
-        let penalty = spread.penalty(&first.index.to_vec1::<u32>()?, self.len);
-        self.best_penalised(queries, &penalty)
+        super::spread_by_two_searches(self, queries, spread)
     }
 
     fn len(&self) -> usize {

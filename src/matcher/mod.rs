@@ -37,9 +37,7 @@ pub trait PatchMatcher: Send + Sync {
     /// chosen, then every query is matched again with each row's cosine lowered by its
     /// [`Spread::penalty`]. Matchers that can keep the first pass's scores override this.
     fn best_spread(&self, queries: &Tensor, spread: Spread) -> Result<Matches> {
-        let first = self.best(queries)?;
-        let penalty = spread.penalty(&first.index.to_vec1::<u32>()?, self.len());
-        self.best_penalised(queries, &penalty)
+        spread_by_two_searches(self, queries, spread)
     }
     /// Number of patches in the bank.
     fn len(&self) -> usize;
@@ -96,6 +94,17 @@ impl Spread {
             .map(|&n| self.per_use * (n as f32 - self.share).max(0.0))
             .collect()
     }
+}
+
+/// [`PatchMatcher::best_spread`] as two full searches: plain, then penalised by its use counts.
+fn spread_by_two_searches<M: PatchMatcher + ?Sized>(
+    matcher: &M,
+    queries: &Tensor,
+    spread: Spread,
+) -> Result<Matches> {
+    let first = matcher.best(queries)?;
+    let penalty = spread.penalty(&first.index.to_vec1::<u32>()?, matcher.len());
+    matcher.best_penalised(queries, &penalty)
 }
 
 /// Rows scaled to unit L2 norm (zero rows stay zero).
