@@ -6,6 +6,7 @@
 //! The data path: noise or photo -> [`generator`] -> VGG19 priors (the loss) -> Adam on the
 //! generator's weights ([`train()`]) -> [`model`] file -> generate / stylize.
 
+mod banded;
 mod conv;
 pub mod generator;
 pub mod model;
