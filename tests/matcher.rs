@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 use candle_core::{Device, Result, Tensor};
 use mrfsynth::image_io::{resize, RgbImageF32};
 use mrfsynth::matcher::approx::MAX_DIMS;
-use mrfsynth::matcher::{ApproxMatcher, ApproxOptions, ExactMatcher, Matches, PatchMatcher};
+use mrfsynth::matcher::{
+    ApproxMatcher, ApproxOptions, ExactMatcher, Matches, PatchMatcher, Spread,
+};
 use mrfsynth::prior::patches::unfold;
 use mrfsynth::synth::{init, style, Init, Task};
 use mrfsynth::vgg::{LayerId, Pooling, Vgg19};
@@ -105,6 +107,50 @@ fn synthetic_recall() -> Result<()> {
     println!("synthetic 2000 x 288, defaults: recall@1 {r:.4}");
     assert!(r >= 0.95, "recall {r}");
     check_scores(&want, &scan, 1e-5);
+    Ok(())
+}
+
+/// The occurrence penalty: the approximate matcher re-ranks each query's candidates by cosine
+/// minus the penalty of its first pass; it must choose as the exact penalised search does.
+#[test]
+fn spread_search_matches_the_exact_one() -> Result<()> {
+    let bank = synthetic_bank(2000, 288, 5);
+    let q = synthetic_bank(1600, 288, 6);
+    let exact = ExactMatcher::new(&bank, 1 << 24)?;
+    let approx = ApproxMatcher::new(&bank, ApproxOptions::default())?;
+    let max_uses = |m: &Matches| {
+        let mut uses = vec![0u32; 2000];
+        for j in indices(m) {
+            uses[j as usize] += 1;
+        }
+        *uses.iter().max().unwrap()
+    };
+    let free = Spread {
+        per_use: 0.0,
+        share: 0.8,
+    };
+    assert_eq!(
+        indices(&approx.best_spread(&q, free)?),
+        indices(&approx.best(&q)?),
+        "no penalty: the plain search"
+    );
+    let spread = Spread {
+        per_use: 0.01,
+        share: 0.8,
+    };
+    let (want, got) = (
+        exact.best_spread(&q, spread)?,
+        approx.best_spread(&q, spread)?,
+    );
+    let r = recall(&want, &got);
+    let plain = max_uses(&exact.best(&q)?);
+    println!(
+        "spread: agreement {r:.4}; most uses of one row {plain} plain, {} exact, {} approx",
+        max_uses(&want),
+        max_uses(&got)
+    );
+    assert!(r >= 0.93, "agreement with the exact penalised search {r}");
+    assert!(max_uses(&got) < plain, "the penalty spreads the matches");
     Ok(())
 }
 

@@ -84,12 +84,15 @@ fn the_cnnmrf_preset_sets_the_originals_choices() {
     assert_eq!(p["tv_weight"], 1e-3);
     assert_eq!(p["resample"], "bilinear");
     assert_eq!(p["auto_occurrence"], false);
-    // The default differs from it in the resampling and the automatic occurrence penalty only.
+    assert_eq!(p["matcher"], "exact");
+    // The default differs from it in the resampling, the automatic occurrence penalty and the
+    // approximate search of large banks only.
     let d = sidecar_params(&[]);
     assert_eq!(d["resample"], "lanczos3");
     assert_eq!(d["auto_occurrence"], true);
+    assert_eq!(d["matcher"], "auto");
     for (k, v) in p.as_object().unwrap() {
-        if !["preset", "resample", "auto_occurrence"].contains(&k.as_str()) {
+        if !["preset", "resample", "auto_occurrence", "matcher"].contains(&k.as_str()) {
             assert_eq!(&d[k], v, "{k}");
         }
     }

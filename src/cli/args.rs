@@ -284,7 +284,7 @@ pub struct SynthArgs {
     pub patch_size: Option<usize>,
     /// Occurrence penalty: a sample patch used more than its share costs W more per multiple of
     /// its share (default: 0.05 for gc; for mrf off, or 0.05 when one sample without guide maps
-    /// has more pixels than the output; with mrf it needs the exact matcher).
+    /// has more pixels than the output).
     #[arg(long, value_name = "W")]
     pub occurrence: Option<f32>,
     /// Guided correspondence: bandwidth h of the soft assignment (default 0.5).
@@ -355,9 +355,9 @@ pub struct SynthArgs {
     /// Pooling in the network.
     #[arg(long, value_enum, default_value_t = PoolArg::Max)]
     pub pool: PoolArg,
-    /// Patch search: exact (normalised cross-correlation) or approx (PCA + candidates + exact re-rank; faster on big banks).
-    #[arg(long, default_value = "exact", value_name = "exact|approx")]
-    pub matcher: String,
+    /// Patch search: exact (normalised cross-correlation), approx (PCA + candidates + exact re-rank; faster on big banks), or auto (approx for banks of 4096 patches or more on the CPU, else exact; --preset cnnmrf: exact).
+    #[arg(long, value_name = "auto|exact|approx")]
+    pub matcher: Option<String>,
     /// Optimise levels larger than N px in overlapping tiles that share one patch bank (textures). Without it, tiles are used only where a level would not fit in memory.
     #[arg(long, value_name = "N")]
     pub tile: Option<u32>,

@@ -324,10 +324,11 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
     };
     p.seed = a.seed;
     p.tileable = a.tileable;
-    p.matcher = a
-        .matcher
-        .parse()
-        .map_err(|e: String| CliError::usage(format!("--matcher: {e}")))?;
+    if let Some(m) = &a.matcher {
+        p.matcher = m
+            .parse()
+            .map_err(|e: String| CliError::usage(format!("--matcher: {e}")))?;
+    }
     p.tile = a.tile;
     p.bank_precision = a
         .bank_precision

@@ -30,7 +30,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{normalize_rows, ExactMatcher, Matches, PatchMatcher};
+use super::{normalize_rows, ExactMatcher, Matches, PatchMatcher, Spread};
 
 /// Largest `dims` accepted: [`ApproxOptions::dims`] is taken from 1 to this.
 pub const MAX_DIMS: usize = 256;
@@ -207,6 +207,22 @@ impl Projected {
 
     /// (index, cosine) of the best bank row for every row of `queries` [N, D] (f32, CPU).
     fn best(&self, queries: &Tensor, k: usize) -> Result<Vec<(u32, f32)>> {
+        self.scan_and_rerank(queries, k, |cands| pick(cands, None))
+    }
+
+    /// Every query's `k` candidates with their exact cosines, in bank order.
+    fn candidates(&self, queries: &Tensor, k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
+        self.scan_and_rerank(queries, k, |cands| cands.to_vec())
+    }
+
+    /// Finds each query's `k` candidates by the projected scan, scores them exactly (cosines,
+    /// in bank order) and returns `keep` of them.
+    fn scan_and_rerank<T: Send>(
+        &self,
+        queries: &Tensor,
+        k: usize,
+        keep: impl Fn(&[(u32, f32)]) -> T + Sync,
+    ) -> Result<Vec<T>> {
         let (n, d) = queries.dims2()?;
         let dims = self.dims;
         let queries = queries.contiguous()?;
@@ -235,19 +251,17 @@ impl Projected {
                 let q_mu = r[dims] * s;
                 p[dims] = (1.0 - 2.0 * q_mu + self.mean_sq - inside).max(0.0).sqrt();
             });
-        let rerank = |i: usize, cands: &mut Vec<u32>| -> (u32, f32) {
+        let rerank = |i: usize, cands: &mut Vec<u32>, scored: &mut Vec<(u32, f32)>| -> T {
             // Bank order: the rows are read at ascending addresses.
             cands.sort_unstable();
             let qi = &q[i * d..(i + 1) * d];
-            let mut best = (u32::MAX, f32::NEG_INFINITY);
-            for &c in cands.iter() {
-                let s = self.bank.dot(qi, c as usize);
-                // Ties go to the lower index, as the exact matcher's argmax does.
-                if s > best.1 {
-                    best = (c, s);
-                }
-            }
-            (best.0, best.1 * inv_norm[i])
+            scored.clear();
+            scored.extend(
+                cands
+                    .iter()
+                    .map(|&c| (c, self.bank.dot(qi, c as usize) * inv_norm[i])),
+            );
+            keep(scored)
         };
         let bank_t = &self.scan;
         let m = bank_t.dim(1)?;
@@ -269,17 +283,38 @@ impl Projected {
                 _ => candle_core::bail!("approx matcher: scores left the CPU"),
             };
             out.par_extend(est.par_chunks(m).enumerate().map_init(
-                || (Vec::with_capacity(4 * k), Vec::with_capacity(k)),
-                |(top, cands), (j, e)| {
+                || {
+                    (
+                        Vec::with_capacity(4 * k),
+                        Vec::with_capacity(k),
+                        Vec::with_capacity(k),
+                    )
+                },
+                |(top, cands, scored), (j, e)| {
                     top_k(e, k, top);
                     cands.clear();
                     cands.extend(top.iter().map(|t: &(f32, u32)| t.1));
-                    rerank(start + j, cands)
+                    rerank(start + j, cands, scored)
                 },
             ));
         }
         Ok(out)
     }
+}
+
+/// The candidate (index, cosine) ranked first, by cosine minus `penalty[index]` when given;
+/// ties go to the lower index, as the exact matcher's argmax does (candidates in bank order).
+fn pick(cands: &[(u32, f32)], penalty: Option<&[f32]>) -> (u32, f32) {
+    let mut best = (u32::MAX, f32::NAN);
+    let mut best_rank = f32::NEG_INFINITY;
+    for &(c, s) in cands {
+        let rank = s - penalty.map_or(0.0, |p| p[c as usize]);
+        if rank > best_rank {
+            best = (c, s);
+            best_rank = rank;
+        }
+    }
+    best
 }
 
 /// The `k` largest values of `x` with their indices (unordered) into `top`. NaN never enters.
@@ -311,6 +346,16 @@ fn top_k(x: &[f32], k: usize, top: &mut Vec<(f32, u32)>) {
     }
 }
 
+impl ApproxMatcher {
+    fn matches(&self, best: Vec<(u32, f32)>) -> Result<Matches> {
+        let n = best.len();
+        let index: Vec<u32> = best.iter().map(|b| b.0).collect();
+        let score: Vec<f32> = best.iter().map(|b| b.1).collect();
+        let index = Tensor::from_vec(index, n, &Device::Cpu)?.to_device(&self.device)?;
+        Ok(Matches { index, score })
+    }
+}
+
 impl PatchMatcher for ApproxMatcher {
     fn best(&self, queries: &Tensor) -> Result<Matches> {
         let p = match &self.mode {
@@ -333,10 +378,32 @@ impl PatchMatcher for ApproxMatcher {
         }
         let q = queries.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
         let best = p.best(&q, self.opts.candidates.min(self.len))?;
-        let index: Vec<u32> = best.iter().map(|b| b.0).collect();
-        let score: Vec<f32> = best.iter().map(|b| b.1).collect();
-        let index = Tensor::from_vec(index, n, &Device::Cpu)?.to_device(&self.device)?;
-        Ok(Matches { index, score })
+        self.matches(best)
+    }
+
+    /// The penalised second pass ranks each query's candidates of the first, with their exact
+    /// cosines kept: one scan. A query whose every candidate is penalised keeps the best of
+    /// them, where an exact search could go further down its list.
+    fn best_spread(&self, queries: &Tensor, spread: Spread) -> Result<Matches> {
+        let p = match &self.mode {
+            Mode::Exact(m) => return m.best_spread(queries, spread),
+            Mode::Approx(p) => p,
+        };
+        let (n, d) = queries.dims2()?;
+        if d != self.dim {
+            candle_core::bail!(
+                "approx matcher: queries have {d} columns, the bank {}",
+                self.dim
+            );
+        }
+        if n == 0 {
+            return self.best(queries);
+        }
+        let q = queries.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let lists = p.candidates(&q, self.opts.candidates.min(self.len))?;
+        let first: Vec<u32> = lists.iter().map(|l| pick(l, None).0).collect();
+        let penalty = spread.penalty(&first, self.len);
+        self.matches(lists.iter().map(|l| pick(l, Some(&penalty))).collect())
     }
 
     fn len(&self) -> usize {

@@ -111,6 +111,9 @@ impl std::str::FromStr for BankPrecision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatcherKind {
+    /// Approx for banks of at least 4096 patches on the CPU without blend weights, exact
+    /// otherwise.
+    Auto,
     /// Exact normalised cross-correlation (chunked GEMM).
     Exact,
     /// PCA projection, candidate scan, exact re-rank (recall@1 >= 0.95 measured), f16 bank.
@@ -121,9 +124,12 @@ impl std::str::FromStr for MatcherKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "auto" => Ok(MatcherKind::Auto),
             "exact" => Ok(MatcherKind::Exact),
             "approx" => Ok(MatcherKind::Approx),
-            _ => Err(format!("unknown matcher '{s}' (expected exact or approx)")),
+            _ => Err(format!(
+                "unknown matcher '{s}' (expected auto, exact or approx)"
+            )),
         }
     }
 }
@@ -328,7 +334,7 @@ impl Default for Params {
             init: Init::Mean,
             seed: 0,
             match_budget: 1 << 24,
-            matcher: MatcherKind::Exact,
+            matcher: MatcherKind::Auto,
             bank_precision: BankPrecision::F32,
             tile: None,
             guides: None,
@@ -349,6 +355,7 @@ impl Params {
                 preset,
                 resample: Resample::Bilinear,
                 auto_occurrence: false,
+                matcher: MatcherKind::Exact,
                 ..Params::default()
             },
             Preset::Fast => Params {
@@ -484,12 +491,6 @@ impl Params {
                 Settings,
                 "--occurrence must be a finite number >= 0, got {}",
                 self.occurrence
-            );
-        }
-        if self.occurrence > 0.0 && self.prior.uses_mrf() && self.matcher != MatcherKind::Exact {
-            fail!(
-                Settings,
-                "--occurrence with the MRF prior needs --matcher exact"
             );
         }
         if !(self.gc_bandwidth.is_finite() && self.gc_bandwidth > 0.0) {

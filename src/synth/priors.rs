@@ -95,8 +95,13 @@ pub(crate) fn level_priors<'a>(
             let bank = Tensor::cat(&parts, 0)?;
             style_patches.push(total);
             let row_weights = match_bias(blend, &ends, bank.device())?;
-            let matcher: Box<dyn PatchMatcher> = match params.matcher {
-                // The occurrence penalty needs the tensor matcher's penalised search (any device).
+            let kind = match params.matcher {
+                MatcherKind::Auto => auto_matcher(&bank, row_weights.is_some()),
+                kind => kind,
+            };
+            let matcher: Box<dyn PatchMatcher> = match kind {
+                // The occurrence penalty needs a matcher with a penalised search: the tensor
+                // matcher (any device) or the approximate one.
                 MatcherKind::Exact if params.occurrence > 0.0 => {
                     let m = ExactMatcher::new(&bank, params.match_budget)?;
                     Box::new(match &row_weights {
@@ -110,7 +115,7 @@ pub(crate) fn level_priors<'a>(
                     params.bank_precision.dtype(),
                     row_weights.as_ref(),
                 )?,
-                MatcherKind::Approx => Box::new(ApproxMatcher::new(
+                MatcherKind::Approx | MatcherKind::Auto => Box::new(ApproxMatcher::new(
                     &bank,
                     ApproxOptions {
                         f16_bank: true,
@@ -213,4 +218,39 @@ pub(crate) fn level_priors<'a>(
         }
     }
     Ok((priors, style_patches))
+}
+
+/// Banks of at least this many patches are searched approximately under `--matcher auto`: the
+/// main job's finest relu3_1 bank (512 px sample, 4096 patches) searched in a quarter of the
+/// time at the same picture; smaller banks gain little (see the README's Quality section).
+pub const AUTO_APPROX_MIN_PATCHES: usize = 4096;
+
+/// What `--matcher auto` uses for `bank`: the approximate search for large banks on the CPU,
+/// the exact one elsewhere (a GPU's exact kernel is fast; blend weights need the exact search).
+fn auto_matcher(bank: &Tensor, row_weighted: bool) -> MatcherKind {
+    let large = bank.dim(0).is_ok_and(|m| m >= AUTO_APPROX_MIN_PATCHES);
+    if large && bank.device().is_cpu() && !row_weighted {
+        MatcherKind::Approx
+    } else {
+        MatcherKind::Exact
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_matcher_is_approximate_only_for_large_unweighted_cpu_banks() {
+        let bank = |m| Tensor::zeros((m, 8), candle_core::DType::F32, &candle_core::Device::Cpu);
+        let large = bank(AUTO_APPROX_MIN_PATCHES).unwrap();
+        let small = bank(AUTO_APPROX_MIN_PATCHES - 1).unwrap();
+        assert_eq!(auto_matcher(&large, false), MatcherKind::Approx);
+        assert_eq!(auto_matcher(&small, false), MatcherKind::Exact);
+        assert_eq!(
+            auto_matcher(&large, true),
+            MatcherKind::Exact,
+            "blend weights"
+        );
+    }
 }

@@ -10,8 +10,8 @@ use super::params::AUTO_OCCURRENCE;
 use super::plan::{plan, Plan};
 use super::priors::level_priors;
 use super::{
-    init, memory, tiles, LevelReport, MatcherKind, Objective, Observer, OptimizerKind, Params,
-    PriorKind, SynthResult, Task, Timing,
+    init, memory, tiles, LevelReport, Objective, Observer, OptimizerKind, Params, PriorKind,
+    SynthResult, Task, Timing,
 };
 use crate::image_io::{resize, resize_planar, RgbImageF32};
 use crate::optim::{Adam, Control, Lbfgs, LineSearch, OptimResult, Optimizer, StepInfo};
@@ -285,8 +285,7 @@ impl Optimised<'_> {
     }
 }
 
-/// Whether `auto_occurrence` turns the penalty on: a plain MRF texture, matched exactly, from
-/// one sample (at the scale the run uses) with more pixels than the output. Guide maps and
+/// Whether `auto_occurrence` turns the penalty on: a plain MRF texture from one sample (at the scale the run uses) with more pixels than the output. Guide maps and
 /// blend weights decide where matches come from themselves, so the rule leaves them alone.
 fn auto_occurrence_applies(styles: &[RgbImageF32], task: &Task<'_>, params: &Params) -> bool {
     let output = params.width as u64 * params.height as u64;
@@ -294,7 +293,6 @@ fn auto_occurrence_applies(styles: &[RgbImageF32], task: &Task<'_>, params: &Par
     params.auto_occurrence
         && params.occurrence == 0.0
         && params.prior == PriorKind::Mrf
-        && params.matcher == MatcherKind::Exact
         && params.guides.is_none()
         && matches!(task, Task::Texture)
         && matches!(styles, [s] if (s.width as u64 * s.height as u64) as f64 * scale > output as f64)
@@ -371,6 +369,7 @@ pub fn features(
 mod tests {
     use super::*;
     use crate::synth::Guides;
+    use crate::synth::MatcherKind;
 
     fn grey(side: u32) -> RgbImageF32 {
         RgbImageF32::new(side, side, vec![128.0; (3 * side * side) as usize])
@@ -384,6 +383,11 @@ mod tests {
         let applies =
             |styles: &[RgbImageF32], p: &Params| auto_occurrence_applies(styles, &Task::Texture, p);
         assert!(applies(&[grey(96)], &p));
+        let approx = Params {
+            matcher: MatcherKind::Approx,
+            ..p.clone()
+        };
+        assert!(applies(&[grey(96)], &approx), "either matcher");
         assert!(!applies(&[grey(64)], &p), "same size");
         assert!(!applies(&[grey(96), grey(96)], &p), "blended samples");
         let content = grey(64);
@@ -397,7 +401,6 @@ mod tests {
             |p| p.occurrence = 0.1,
             |p| p.style_scale = 0.5,
             |p| p.prior = PriorKind::Gram,
-            |p| p.matcher = MatcherKind::Approx,
             |p| {
                 p.guides = Some(Guides {
                     style_maps: vec![grey(96)],
