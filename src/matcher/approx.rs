@@ -347,6 +347,22 @@ fn top_k(x: &[f32], k: usize, top: &mut Vec<(f32, u32)>) {
 }
 
 impl ApproxMatcher {
+    /// The queries as f32 on the CPU, after checking their width; None when there are none.
+    fn cpu_queries(&self, queries: &Tensor) -> Result<Option<Tensor>> {
+        let (n, d) = queries.dims2()?;
+        if d != self.dim {
+            candle_core::bail!(
+                "approx matcher: queries have {d} columns, the bank {}",
+                self.dim
+            );
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(queries.to_device(&Device::Cpu)?.to_dtype(DType::F32)?))
+    }
+
+    /// (index, cosine) pairs as [`Matches`], the index on the bank's device.
     fn matches(&self, best: Vec<(u32, f32)>) -> Result<Matches> {
         let n = best.len();
         let index: Vec<u32> = best.iter().map(|b| b.0).collect();
@@ -362,23 +378,10 @@ impl PatchMatcher for ApproxMatcher {
             Mode::Exact(m) => return m.best(queries),
             Mode::Approx(p) => p,
         };
-        let (n, d) = queries.dims2()?;
-        if d != self.dim {
-            candle_core::bail!(
-                "approx matcher: queries have {d} columns, the bank {}",
-                self.dim
-            );
+        match self.cpu_queries(queries)? {
+            Some(q) => self.matches(p.best(&q, self.opts.candidates.min(self.len))?),
+            None => self.matches(Vec::new()),
         }
-        if n == 0 {
-            let index = Tensor::zeros(0, DType::U32, &self.device)?;
-            return Ok(Matches {
-                index,
-                score: Vec::new(),
-            });
-        }
-        let q = queries.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-        let best = p.best(&q, self.opts.candidates.min(self.len))?;
-        self.matches(best)
     }
 
     /// The penalised second pass ranks each query's candidates of the first, with their exact
@@ -389,17 +392,9 @@ impl PatchMatcher for ApproxMatcher {
             Mode::Exact(m) => return m.best_spread(queries, spread),
             Mode::Approx(p) => p,
         };
-        let (n, d) = queries.dims2()?;
-        if d != self.dim {
-            candle_core::bail!(
-                "approx matcher: queries have {d} columns, the bank {}",
-                self.dim
-            );
-        }
-        if n == 0 {
-            return self.best(queries);
-        }
-        let q = queries.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let Some(q) = self.cpu_queries(queries)? else {
+            return self.matches(Vec::new());
+        };
         let lists = p.candidates(&q, self.opts.candidates.min(self.len))?;
         let first: Vec<u32> = lists.iter().map(|l| pick(l, None).0).collect();
         let penalty = spread.penalty(&first, self.len);

@@ -285,7 +285,8 @@ impl Optimised<'_> {
     }
 }
 
-/// Whether `auto_occurrence` turns the penalty on: a plain MRF texture from one sample (at the scale the run uses) with more pixels than the output. Guide maps and
+/// Whether `auto_occurrence` turns the penalty on: a plain MRF texture from one sample (at the
+/// scale the run uses) with more pixels than the output, under either matcher. Guide maps and
 /// blend weights decide where matches come from themselves, so the rule leaves them alone.
 fn auto_occurrence_applies(styles: &[RgbImageF32], task: &Task<'_>, params: &Params) -> bool {
     let output = params.width as u64 * params.height as u64;
