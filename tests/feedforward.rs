@@ -373,6 +373,26 @@ fn resume_continues_a_checkpoint_and_refuses_a_mismatched_one() {
     }
 }
 
+/// A generation whose estimated peak memory exceeds `--max-memory` is refused before it starts:
+/// one line naming what fits, exit code 3, no output; one that fits runs.
+#[test]
+fn generation_that_does_not_fit_is_refused_up_front() {
+    let (dir, model) = texture_model();
+    let out = dir.path().join("too_big.png");
+    let o = generate(model, "4096", 0, &out, &["--max-memory", "1G"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("needs about") && err.contains("the largest square that fits"),
+        "{err}"
+    );
+    assert!(!out.exists(), "an output was written");
+    let o = generate(model, "256", 0, &out, &["--max-memory", "2G"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.exists());
+}
+
 /// Truncated, foreign, corrupt and mismatched model files: one line, exit code 3, no output.
 #[test]
 fn bad_model_files_are_refused_with_exit_code_3() {

@@ -136,6 +136,9 @@ pub struct GenerateArgs {
     /// Make a seamless tile (circular padding in the generator).
     #[arg(long)]
     pub tileable: bool,
+    /// Refuse a generation whose estimated peak memory exceeds this (e.g. 8G, 512M). Default: the memory available.
+    #[arg(long, value_name = "BYTES")]
+    pub max_memory: Option<String>,
     /// Compute device: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto", value_parser = clap::value_parser!(DeviceSpec))]
     pub device: DeviceSpec,

@@ -68,7 +68,7 @@ impl Architecture {
     }
 
     /// Channels at scale `s` (0 = coarsest).
-    fn channels_at(&self, s: usize) -> usize {
+    pub(super) fn channels_at(&self, s: usize) -> usize {
         (self.channels >> s).max(8)
     }
 

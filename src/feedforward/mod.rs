@@ -12,6 +12,7 @@ pub mod generator;
 pub mod model;
 mod train;
 
+pub use banded::generation_bytes;
 pub use generator::{Architecture, Generator, GeneratorKind, Padding};
 pub use model::{sample_checksum, Model, ModelInfo};
 pub use train::{train, TrainData, TrainObserver, TrainOptions, TrainReport, TrainStep};

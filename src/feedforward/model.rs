@@ -245,6 +245,19 @@ impl Model {
         seed: u64,
         tileable: bool,
     ) -> Result<RgbImageF32> {
+        self.generate_within(width, height, seed, tileable, None)
+    }
+
+    /// [`Self::generate`], refused up front on the CPU when its estimated peak memory exceeds
+    /// `max_memory` (default: the memory available).
+    pub fn generate_within(
+        &self,
+        width: u32,
+        height: u32,
+        seed: u64,
+        tileable: bool,
+        max_memory: Option<u64>,
+    ) -> Result<RgbImageF32> {
         if self.info.architecture.kind != GeneratorKind::Texture {
             return Err(Error::Model(
                 "this model transfers a style onto photos (use stylize); it makes no textures"
@@ -253,10 +266,47 @@ impl Model {
         }
         crate::session::check_output_size(width, height)?;
         let dev = self.device();
+        if dev.is_cpu() {
+            self.check_memory(width, height, max_memory)?;
+        }
         let t = self
             .generator
             .generate(width as usize, height as usize, seed, tileable, &dev)?;
         Ok(RgbImageF32::from_tensor(&t)?)
+    }
+
+    /// Refuses a CPU generation of `width` x `height` whose estimated peak memory
+    /// ([`generation_bytes`](super::generation_bytes)) exceeds `limit` (default: the memory
+    /// available), naming the largest square that fits.
+    fn check_memory(&self, width: u32, height: u32, limit: Option<u64>) -> Result<()> {
+        let Some(limit) = limit.or_else(crate::synth::available_bytes) else {
+            return Ok(());
+        };
+        let arch = &self.info.architecture;
+        let need = super::generation_bytes(arch, width, height);
+        if need <= limit {
+            return Ok(());
+        }
+        let mut side = 0u32;
+        while side < crate::session::MAX_SIDE
+            && super::generation_bytes(arch, side + 256, side + 256) <= limit
+        {
+            side += 256;
+        }
+        let size = |b: u64| match b as f64 / (1u64 << 30) as f64 {
+            g if g >= 1.0 => format!("{g:.1} GiB"),
+            g => format!("{:.0} MiB", g * 1024.0),
+        };
+        let fits = if side > 0 {
+            format!("the largest square that fits is about {side} px")
+        } else {
+            "not even 256 px fits".to_string()
+        };
+        Err(Error::NotEnoughMemory(format!(
+            "generating {width}x{height} needs about {}, more than the {} available; {fits}",
+            size(need),
+            size(limit)
+        )))
     }
 
     /// The model's style on `content` (any size).
