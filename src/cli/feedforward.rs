@@ -173,12 +173,7 @@ pub fn generate(a: GenerateArgs, quiet: bool) -> Result<(), CliError> {
     let (w, h) = parse_size(&a.size)?;
     let started = Instant::now();
     let dev = device(a.device)?;
-    let limit = match &a.max_memory {
-        None => None,
-        Some(m) => Some(mrfsynth::synth::parse_bytes(m).ok_or_else(|| {
-            CliError::usage(format!("--max-memory {m}: expected a size like 8G or 512M"))
-        })?),
-    };
+    let limit = super::parse_max_memory(a.max_memory.as_deref())?;
     let model = Model::load(&a.model, &dev)?;
     let img = model.generate_within(w, h, a.seed, a.tileable, limit)?;
     image_io::save_rgb(&img, &a.output).map_err(|e| failure(format!("writing the output: {e}")))?;

@@ -334,13 +334,18 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
         .bank_precision
         .parse()
         .map_err(|e: String| CliError::usage(format!("--bank-precision: {e}")))?;
-    p.max_memory = match &a.max_memory {
-        None => None,
-        Some(m) => Some(mrfsynth::synth::parse_bytes(m).ok_or_else(|| {
-            CliError::usage(format!("--max-memory {m}: expected a size like 8G or 512M"))
-        })?),
-    };
+    p.max_memory = parse_max_memory(a.max_memory.as_deref())?;
     Ok(p)
+}
+
+/// `--max-memory` (texture runs and generation): a size such as 8G or 512M.
+pub(crate) fn parse_max_memory(arg: Option<&str>) -> Result<Option<u64>, CliError> {
+    arg.map(|m| {
+        mrfsynth::synth::parse_bytes(m).ok_or_else(|| {
+            CliError::usage(format!("--max-memory {m}: expected a size like 8G or 512M"))
+        })
+    })
+    .transpose()
 }
 
 pub(crate) fn parse_size(s: &str) -> Result<(u32, u32), CliError> {

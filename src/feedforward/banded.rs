@@ -159,7 +159,7 @@ fn normalise_relu(out: &mut Planes, block: &ConvBlock) -> Result<()> {
 
 /// Estimated peak memory of [`Generator::generate`] on the CPU for `width` x `height`: the
 /// noise of every scale, the two largest decoder outputs held at once, the RGB result and its
-/// copies on the way to the file, with 25% and 0.8 GB of margin for the bands, the coarse
+/// copies on the way to the file, with 25% and 0.8 GiB of margin for the bands, the coarse
 /// scale and the allocator. Measured peaks of the texture architecture: 0.30, 1.02, 2.27 and
 /// 7.39 GiB at 1024, 2048, 4096 and 8192 px, against estimates of 0.91, 1.26, 2.64 and 8.14 GiB.
 pub fn generation_bytes(arch: &Architecture, width: u32, height: u32) -> u64 {

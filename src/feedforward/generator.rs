@@ -429,7 +429,7 @@ impl Generator {
             Padding::Reflect
         };
         let noise = self.noise(width, height, seed, device)?;
-        // On the CPU in bands of rows: a 4096 px texture in about 1.5 GB instead of 9.8 GB.
+        // On the CPU in bands of rows: a 4096 px texture in 2.4 GB instead of 9.8 GB (measured).
         let out = if device.is_cpu() {
             self.infer_banded(&noise, padding, super::banded::BAND_ROWS)?
         } else {
