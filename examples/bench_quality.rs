@@ -45,7 +45,8 @@ use serde::Serialize;
 /// Methods run through our CLI: (label, extra arguments after the common ones). Add a line to
 /// benchmark another setting.
 const CLI_METHODS: &[(&str, &[&str])] = &[
-    ("mrf", &[]),
+    ("default", &[]),
+    ("mrf", &["--prior", "mrf"]),
     ("gram", &["--prior", "gram"]),
     ("gc", &["--prior", "gc"]),
     ("mrf-cnnmrf", &["--preset", "cnnmrf"]),

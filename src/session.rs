@@ -192,7 +192,8 @@ pub struct SynthBuilder {
     styles: Vec<(RgbImageF32, f64)>,
     content: Option<RgbImageF32>,
     preset: Preset,
-    prior: PriorKind,
+    /// None: the preset's default for the task ([`Preset::default_prior`]).
+    prior: Option<PriorKind>,
     size: Option<(u32, u32)>,
     long_side: Option<u32>,
     edits: Vec<Edit>,
@@ -206,7 +207,7 @@ impl SynthBuilder {
             styles,
             content,
             preset: Preset::Default,
-            prior: PriorKind::Mrf,
+            prior: None,
             size: None,
             long_side: None,
             edits: Vec::new(),
@@ -238,8 +239,10 @@ impl SynthBuilder {
         self
     }
 
+    /// The prior (default: the preset's for the task, [`Preset::default_prior`]: `mrf+gram` for
+    /// a texture, `mrf` for a transfer or under the `cnnmrf` preset; set it for guide maps).
     pub fn prior(mut self, prior: PriorKind) -> Self {
-        self.prior = prior;
+        self.prior = Some(prior);
         self
     }
 
@@ -308,12 +311,15 @@ impl SynthBuilder {
     /// The settings as they will run, without loading anything.
     pub fn to_params(&mut self) -> Result<Params> {
         let (w, h) = self.output_size()?;
-        let mut p = Params::preset_for(self.preset, self.prior);
+        let prior = self
+            .prior
+            .unwrap_or_else(|| self.preset.default_prior(self.content.is_none()));
+        let mut p = Params::preset_for(self.preset, prior);
         p.width = w;
         p.height = h;
         if self.content.is_some() {
             p.init = Init::Content;
-            if self.prior == PriorKind::Gram {
+            if prior == PriorKind::Gram {
                 p.content_weight = synth::GRAM_CONTENT_WEIGHT;
             }
         }

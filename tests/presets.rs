@@ -46,18 +46,20 @@ fn notes_mention_occurrence(side: &serde_json::Value) -> bool {
         .any(|n| n.as_str().unwrap().contains("occurrence penalty"))
 }
 
-/// A sample larger than the output turns the occurrence penalty on (MRF matching otherwise fills
-/// the output from one region of the sample); an explicit --occurrence, the cnnmrf preset and a
-/// sample no larger than the output leave it off.
+/// Under the plain MRF prior, a sample larger than the output turns the occurrence penalty on
+/// (MRF matching otherwise fills the output from one region of the sample); an explicit
+/// --occurrence, the cnnmrf preset, a sample no larger than the output and the default
+/// mrf+gram prior (whose Gram term keeps the sample's proportions) leave it off.
 #[test]
 fn a_sample_larger_than_the_output_spreads_the_matches() {
-    let side = sidecar(&[]);
+    let side = sidecar(&["--prior", "mrf"]);
     assert!(notes_mention_occurrence(&side), "{}", side["notes"]);
     assert_eq!(side["params"]["auto_occurrence"], true);
     for args in [
-        &["--occurrence", "0"][..],
-        &["--preset", "cnnmrf"],
-        &["--style-scale", "0.1"],
+        &["--prior", "mrf", "--occurrence", "0"][..],
+        &["--prior", "mrf", "--preset", "cnnmrf"],
+        &["--prior", "mrf", "--style-scale", "0.1"],
+        &[],
     ] {
         let side = sidecar(args);
         assert!(
@@ -85,14 +87,31 @@ fn the_cnnmrf_preset_sets_the_originals_choices() {
     assert_eq!(p["resample"], "bilinear");
     assert_eq!(p["auto_occurrence"], false);
     assert_eq!(p["matcher"], "exact");
-    // The default differs from it in the resampling, the automatic occurrence penalty and the
+    assert_eq!(p["prior"], "mrf");
+    // The default differs from it in the prior (Gram statistics beside the MRF term, on the
+    // layers the MRF pass computes), the resampling, the automatic occurrence penalty and the
     // approximate search of large banks only.
     let d = sidecar_params(&[]);
+    assert_eq!(d["prior"], "mrf+gram");
+    assert_eq!(
+        d["gram_layers"],
+        serde_json::json!(["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
+    );
+    assert_eq!(d["gram_weight"], 300.0);
     assert_eq!(d["resample"], "lanczos3");
     assert_eq!(d["auto_occurrence"], true);
     assert_eq!(d["matcher"], "auto");
+    let differ = [
+        "preset",
+        "prior",
+        "gram_layers",
+        "gram_weight",
+        "resample",
+        "auto_occurrence",
+        "matcher",
+    ];
     for (k, v) in p.as_object().unwrap() {
-        if !["preset", "resample", "auto_occurrence", "matcher"].contains(&k.as_str()) {
+        if !differ.contains(&k.as_str()) {
             assert_eq!(&d[k], v, "{k}");
         }
     }
@@ -191,7 +210,7 @@ fn the_gc_prior_brings_its_papers_settings_and_flags_override_them() {
     assert_eq!(q["gc_top_k"], 16);
 
     // The MRF prior keeps CNNMRF's values; the occurrence penalty is offered to it as a flag.
-    let m = sidecar_params(&[]);
+    let m = sidecar_params(&["--prior", "mrf"]);
     assert_eq!(m["prior"], "mrf");
     assert_eq!(m["patch_size"], 3);
     assert_eq!(m["occurrence"], 0.0);

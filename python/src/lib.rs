@@ -676,8 +676,9 @@ fn size_arg(size: Option<&Bound<'_, PyAny>>) -> PyResult<Option<(u32, u32)>> {
     Ok(Some((h, w)))
 }
 
-fn prior_arg(prior: &str) -> PyResult<PriorKind> {
-    parse("prior", prior)
+/// `None`: the engine's default for the job (`mrf+gram` for a texture, `mrf` for a transfer).
+fn prior_arg(prior: Option<&str>) -> PyResult<Option<PriorKind>> {
+    prior.map(|p| parse("prior", p)).transpose()
 }
 
 struct Job {
@@ -717,7 +718,7 @@ fn styles_arg(py: Python<'_>, style: &Bound<'_, PyAny>) -> PyResult<(Vec<RgbImag
 fn run_synth<'py>(
     py: Python<'py>,
     job: Job,
-    prior: PriorKind,
+    prior: Option<PriorKind>,
     size: Option<(u32, u32)>,
     long_side: Option<u32>,
     seed: u64,
@@ -777,7 +778,10 @@ fn run_synth<'py>(
         }
         _ => return Err(value_err("--style-map and --target-map go together")),
     }
-    b = b.prior(prior).seed(seed).network(net);
+    if let Some(prior) = prior {
+        b = b.prior(prior);
+    }
+    b = b.seed(seed).network(net);
     if let Some(p) = opts.preset {
         b = b.preset(p);
     }
@@ -815,20 +819,20 @@ fn run_synth<'py>(
     ))
 }
 
-/// texture(style, size=None, prior="mrf", seed=0, levels=None, iterations=None, *, callback=None,
+/// texture(style, size=None, prior=None, seed=0, levels=None, iterations=None, *, callback=None,
 /// progress=True, **options)
 ///
 /// A texture like `style` (an (H, W, 3) uint8 or float 0..1 array, a path, or a list of them),
 /// `size=(height, width)` (default: 384 px on the long side, the sample's aspect). Returns an
 /// (H, W, 3) array in the style's dtype (uint8, or float32 in 0..1).
 #[pyfunction]
-#[pyo3(signature = (style, size=None, prior="mrf", seed=0, levels=None, iterations=None, *, callback=None, progress=true, **options))]
+#[pyo3(signature = (style, size=None, prior=None, seed=0, levels=None, iterations=None, *, callback=None, progress=true, **options))]
 #[allow(clippy::too_many_arguments)]
 fn texture<'py>(
     py: Python<'py>,
     style: &Bound<'py, PyAny>,
     size: Option<&Bound<'py, PyAny>>,
-    prior: &str,
+    prior: Option<&str>,
     seed: u64,
     levels: Option<usize>,
     iterations: Option<usize>,
@@ -860,20 +864,20 @@ fn texture<'py>(
     Ok(img)
 }
 
-/// transfer(content, style, long_side=None, prior="mrf", seed=0, levels=None, iterations=None, *,
+/// transfer(content, style, long_side=None, prior=None, seed=0, levels=None, iterations=None, *,
 /// callback=None, progress=True, **options)
 ///
 /// `content` painted in the style of `style`; the output keeps the content's aspect, `long_side`
 /// px on its long side (default 384). Returns an array in the content's dtype.
 #[pyfunction]
-#[pyo3(signature = (content, style, long_side=None, prior="mrf", seed=0, levels=None, iterations=None, *, callback=None, progress=true, **options))]
+#[pyo3(signature = (content, style, long_side=None, prior=None, seed=0, levels=None, iterations=None, *, callback=None, progress=true, **options))]
 #[allow(clippy::too_many_arguments)]
 fn transfer<'py>(
     py: Python<'py>,
     content: &Bound<'py, PyAny>,
     style: &Bound<'py, PyAny>,
     long_side: Option<u32>,
-    prior: &str,
+    prior: Option<&str>,
     seed: u64,
     levels: Option<usize>,
     iterations: Option<usize>,
@@ -978,7 +982,7 @@ fn compare<'py>(
         let (img, interrupted) = run_synth(
             py,
             job,
-            prior,
+            Some(prior),
             size,
             long_side,
             seed,

@@ -6,9 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mrfsynth::device::DeviceSpec;
 use mrfsynth::metrics::MetricsOptions;
 use mrfsynth::session::DEFAULT_LONG_SIDE;
-use mrfsynth::synth::params::{
-    DEFAULT_CONTENT_LAYER, DEFAULT_GRAM_LAYERS, DEFAULT_MAP_WEIGHT, GRAM_CONTENT_WEIGHT,
-};
+use mrfsynth::synth::params::{DEFAULT_CONTENT_LAYER, DEFAULT_MAP_WEIGHT, GRAM_CONTENT_WEIGHT};
 use mrfsynth::synth::Params;
 
 #[derive(Parser, Debug)]
@@ -262,17 +260,20 @@ pub struct SynthArgs {
     /// Iterations at the finest level, where they cost the most (default: --iterations).
     #[arg(long, value_name = "N")]
     pub finest_iterations: Option<usize>,
-    /// Image prior: mrf (CNNMRF, the default), gram (Gatys et al.), mrf+gram, or gc (guided
-    /// correspondence, Zhou et al. 2023: soft patch assignment with an occurrence penalty;
-    /// brings its own patch defaults, 7x7 at stride 3 on relu2_1,relu3_1,relu4_1).
+    /// Image prior: mrf (CNNMRF), gram (Gatys et al.), mrf+gram (CNNMRF's matching plus Gram
+    /// statistics; the texture default, except with --preset cnnmrf; transfers default to mrf),
+    /// or gc (guided correspondence, Zhou et al. 2023: soft patch assignment with an occurrence
+    /// penalty; brings its own patch defaults, 7x7 at stride 3 on relu2_1,relu3_1,relu4_1).
     #[arg(long, value_name = "mrf|gram|mrf+gram|gc")]
     pub prior: Option<String>,
-    /// Gram (style) weight per layer, as neural-style's --style_weight.
-    #[arg(long, default_value_t = Params::default().gram_weight)]
-    pub style_weight: f64,
-    /// Gram layers.
-    #[arg(long, default_value = DEFAULT_GRAM_LAYERS)]
-    pub gram_layers: String,
+    /// Gram (style) weight per layer, as neural-style's --style_weight (default: 100 for gram,
+    /// 300 for mrf+gram).
+    #[arg(long, value_name = "W")]
+    pub style_weight: Option<f64>,
+    /// Gram layers (default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1 for gram, as neural-style;
+    /// relu1_1,relu2_1,relu3_1,relu4_1 for mrf+gram, the layers the MRF pass computes anyway).
+    #[arg(long, value_name = "LAYERS")]
+    pub gram_layers: Option<String>,
     /// Weights of several style images (comma-separated, one per --style image): they weigh the Gram targets, and bias MRF matching (a patch's score is multiplied by its image's weight / the largest).
     #[arg(long, value_name = "W1,W2,..")]
     pub style_blend: Option<String>,
@@ -320,10 +321,11 @@ pub struct SynthArgs {
     /// Optimiser (default: lbfgs; adam for --prior gc, as its paper).
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerArg>,
-    /// A named set of defaults: default (ours: cnnmrf's choices but Lanczos3 resampling), cnnmrf
-    /// (the original CNNMRF code's choices: flat mean-grey start, L-BFGS history 25 without line
-    /// search, averaged target maps, grids with the last row and column, no mirror padding, every
-    /// pyramid level, bilinear resampling), or fast (the default with 50 iterations at the finest level). Flags given
+    /// A named set of defaults: default (ours: cnnmrf's choices but Lanczos3 resampling, and a
+    /// texture's prior mrf+gram), cnnmrf (the original CNNMRF code's choices: the plain mrf prior,
+    /// flat mean-grey start, L-BFGS history 25 without line search, averaged target maps, grids
+    /// with the last row and column, no mirror padding, every pyramid level, bilinear
+    /// resampling), or fast (the default with 50 iterations at the finest level). Flags given
     /// explicitly override the preset.
     #[arg(long, default_value = "default", value_name = "default|cnnmrf|fast")]
     pub preset: String,

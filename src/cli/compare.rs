@@ -15,8 +15,8 @@ use mrfsynth::vgg::{Pooling, Precision, Vgg19};
 use super::args::{CompareArgs, MetricsArgs};
 use super::progress::Progress;
 use super::{
-    exit, failure, image_files, load_image, load_network, load_styles, params_from, parse_size,
-    sidecar_json, synth_network, CliError,
+    exit, failure, image_files, load_image, load_network, load_styles, params_for_prior,
+    parse_size, sidecar_json, synth_network, CliError,
 };
 
 pub fn metrics(a: MetricsArgs, weights_path: Option<&Path>) -> Result<(), CliError> {
@@ -183,7 +183,7 @@ fn compare_one(
         ("MRF", PriorKind::Mrf, a.content_weight),
         ("Gram", PriorKind::Gram, a.gram_content_weight),
     ] {
-        let mut params = params_from(&a.synth, w, h)?;
+        let mut params = params_for_prior(&a.synth, w, h, prior)?;
         params.prior = prior;
         params.content_weight = content_weight;
         if content.is_some() {

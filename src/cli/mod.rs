@@ -234,18 +234,38 @@ fn network_on(
     Ok(vgg)
 }
 
-fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliError> {
-    let prior: PriorKind = a
-        .prior
-        .as_deref()
-        .unwrap_or("mrf")
+/// The settings of a run from the flags: the prior named by `--prior`, or the preset's default
+/// for the task (`plain_texture`: a texture without guide maps).
+fn params_from(
+    a: &SynthArgs,
+    width: u32,
+    height: u32,
+    plain_texture: bool,
+) -> Result<Params, CliError> {
+    let preset = preset_from(a)?;
+    let prior = match a.prior.as_deref() {
+        Some(p) => p
+            .parse()
+            .map_err(|e: String| CliError::usage(format!("--prior: {e}")))?,
+        None => preset.default_prior(plain_texture),
+    };
+    params_for_prior(a, width, height, prior)
+}
+
+fn preset_from(a: &SynthArgs) -> Result<Preset, CliError> {
+    a.preset
         .parse()
-        .map_err(|e: String| CliError::usage(format!("--prior: {e}")))?;
-    let preset: Preset = a
-        .preset
-        .parse()
-        .map_err(|e: String| CliError::usage(format!("--preset: {e}")))?;
-    let base = Params::preset_for(preset, prior);
+        .map_err(|e: String| CliError::usage(format!("--preset: {e}")))
+}
+
+/// The settings from the flags for a given prior (`compare` runs each of its priors so).
+fn params_for_prior(
+    a: &SynthArgs,
+    width: u32,
+    height: u32,
+    prior: PriorKind,
+) -> Result<Params, CliError> {
+    let base = Params::preset_for(preset_from(a)?, prior);
     let choice = |flag: &str, value: &Option<String>, names: [&str; 2]| match value.as_deref() {
         None => Ok(None),
         Some(v) if v == names[0] => Ok(Some(true)),
@@ -275,8 +295,11 @@ fn params_from(a: &SynthArgs, width: u32, height: u32) -> Result<Params, CliErro
     };
     let mut p = base.clone();
     p.prior = prior;
-    p.gram_layers = layers(&a.gram_layers, "--gram-layers")?;
-    p.gram_weight = a.style_weight;
+    p.gram_layers = match &a.gram_layers {
+        Some(l) => layers(l, "--gram-layers")?,
+        None => base.gram_layers.clone(),
+    };
+    p.gram_weight = a.style_weight.unwrap_or(base.gram_weight);
     p.width = width;
     p.height = height;
     p.levels = a.levels;
@@ -458,7 +481,7 @@ fn texture_with(
             mrfsynth::session::DEFAULT_LONG_SIDE,
         ),
     };
-    let mut params = params_from(&a.synth, w, h)?;
+    let mut params = params_from(&a.synth, w, h, a.synth.style_map.is_empty())?;
     if let Some(init) = &a.init {
         params.init = parse_init(init, false)?;
     }
@@ -509,7 +532,7 @@ fn transfer_with(
         )));
     }
     let (w, h) = image_io::dims_for_long_side(content.width, content.height, a.long_side);
-    let mut params = params_from(&a.synth, w, h)?;
+    let mut params = params_from(&a.synth, w, h, false)?;
     params.content_weight = a.content_weight.unwrap_or(match params.prior {
         PriorKind::Gram => GRAM_CONTENT_WEIGHT,
         _ => Params::default().content_weight,

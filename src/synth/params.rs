@@ -144,6 +144,14 @@ pub const GRAM_CONTENT_WEIGHT: f64 = 5.0;
 /// Gram layers by default: neural-style's relu1_1..relu5_1.
 pub const DEFAULT_GRAM_LAYERS: &str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1";
 
+/// Gram layers of the `mrf+gram` prior: those the MRF prior's pass computes anyway (up to
+/// relu4_1), so the Gram term adds no depth to the network.
+pub const MRF_GRAM_LAYERS: &str = "relu1_1,relu2_1,relu3_1,relu4_1";
+
+/// Gram weight per layer of the `mrf+gram` prior, beside the MRF term's 1e-4: chosen on the
+/// benchmark samples among 30, 100, 300 and 1000 (README, Quality).
+pub const MRF_GRAM_WEIGHT: f64 = 3e2;
+
 /// Content layer by default (CNNMRF's and neural-style's).
 pub const DEFAULT_CONTENT_LAYER: &str = "relu4_2";
 
@@ -161,8 +169,9 @@ pub enum OptimizerKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
-    /// Our defaults: today the original CNNMRF code's choices, which the quality benchmark
-    /// measured best (see the README); the sample keeps its native scale.
+    /// Our defaults: the original CNNMRF code's choices, which the quality benchmark measured
+    /// best, with Lanczos3 resampling and, for a texture, Gram statistics beside the MRF term
+    /// ([`Preset::default_prior`]; see the README); the sample keeps its native scale.
     #[default]
     Default,
     /// The original CNNMRF code's choices (chuanli11/CNNMRF): flat mean-grey start, L-BFGS with
@@ -172,6 +181,21 @@ pub enum Preset {
     /// The default with half the iterations at the finest level, where they cost the most: the
     /// 384 px job in about 60 s on 2 cores at a somewhat higher SWD (see the README).
     Fast,
+}
+
+impl Preset {
+    /// The prior a run gets when none is named. A texture from samples alone (`plain_texture`)
+    /// gets MRF with Gram statistics, which the quality benchmark chose: the Gram term keeps
+    /// the sample's proportions of regions and colours, which nearest-neighbour matching alone
+    /// loses (README, Quality). Transfers and guided textures, whose layout the content or
+    /// the maps decide, and the `cnnmrf` preset keep the original's plain MRF.
+    pub fn default_prior(self, plain_texture: bool) -> PriorKind {
+        match self {
+            _ if !plain_texture => PriorKind::Mrf,
+            Preset::Cnnmrf => PriorKind::Mrf,
+            Preset::Default | Preset::Fast => PriorKind::MrfGram,
+        }
+    }
 }
 
 impl std::str::FromStr for Preset {
@@ -366,14 +390,22 @@ impl Params {
         }
     }
 
-    /// The defaults of a preset for `prior`: the guided correspondence prior brings its paper's
-    /// patch settings (7x7 patches at stride 3 on relu2_1, relu3_1 and relu4_1, occurrence
-    /// penalty 0.05), its optimisation (Adam from noise, no TV) and its own weight.
+    /// The defaults of a preset for `prior`: `mrf+gram` reads its Gram statistics from
+    /// [`MRF_GRAM_LAYERS`]; the guided correspondence prior brings its paper's patch settings
+    /// (7x7 patches at stride 3 on relu2_1, relu3_1 and relu4_1, occurrence penalty 0.05), its
+    /// optimisation (Adam from noise, no TV) and its own weight.
     pub fn preset_for(preset: Preset, prior: PriorKind) -> Params {
         let base = Params {
             prior,
             ..Params::preset(preset)
         };
+        if prior == PriorKind::MrfGram {
+            return Params {
+                gram_layers: LayerId::parse_list(MRF_GRAM_LAYERS).expect("valid names"),
+                gram_weight: MRF_GRAM_WEIGHT,
+                ..base
+            };
+        }
         if prior != PriorKind::Correspondence {
             return base;
         }
