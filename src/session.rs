@@ -196,6 +196,7 @@ pub struct SynthBuilder {
     prior: Option<PriorKind>,
     size: Option<(u32, u32)>,
     long_side: Option<u32>,
+    guides: Option<synth::Guides>,
     edits: Vec<Edit>,
     network: Option<Arc<Network>>,
     network_builder: NetworkBuilder,
@@ -210,6 +211,7 @@ impl SynthBuilder {
             prior: None,
             size: None,
             long_side: None,
+            guides: None,
             edits: Vec::new(),
             network: None,
             network_builder: NetworkBuilder::default(),
@@ -240,9 +242,16 @@ impl SynthBuilder {
     }
 
     /// The prior (default: the preset's for the task, [`Preset::default_prior`]: `mrf+gram` for
-    /// a texture, `mrf` for a transfer or under the `cnnmrf` preset; set it for guide maps).
+    /// a texture, `mrf` for a transfer, a guided texture or under the `cnnmrf` preset).
     pub fn prior(mut self, prior: PriorKind) -> Self {
         self.prior = Some(prior);
+        self
+    }
+
+    /// Guide maps (after neural-doodle): regions of the output draw their patches from the
+    /// same-coloured regions of the samples. A guided texture defaults to the plain MRF prior.
+    pub fn guides(mut self, guides: synth::Guides) -> Self {
+        self.guides = Some(guides);
         self
     }
 
@@ -311,12 +320,14 @@ impl SynthBuilder {
     /// The settings as they will run, without loading anything.
     pub fn to_params(&mut self) -> Result<Params> {
         let (w, h) = self.output_size()?;
-        let prior = self
-            .prior
-            .unwrap_or_else(|| self.preset.default_prior(self.content.is_none()));
+        let prior = self.prior.unwrap_or_else(|| {
+            let plain_texture = self.content.is_none() && self.guides.is_none();
+            self.preset.default_prior(plain_texture)
+        });
         let mut p = Params::preset_for(self.preset, prior);
         p.width = w;
         p.height = h;
+        p.guides = self.guides.take();
         if self.content.is_some() {
             p.init = Init::Content;
             if prior == PriorKind::Gram {

@@ -768,7 +768,7 @@ fn run_synth<'py>(
                 target_map: target,
                 weight: opts.map_weight.unwrap_or(synth::params::DEFAULT_MAP_WEIGHT),
             };
-            b = b.params(move |p| p.guides = Some(guides));
+            b = b.guides(guides);
         }
         (false, Some(_)) => {
             return Err(value_err(format!(

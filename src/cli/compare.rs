@@ -184,7 +184,6 @@ fn compare_one(
         ("Gram", PriorKind::Gram, a.gram_content_weight),
     ] {
         let mut params = params_for_prior(&a.synth, w, h, prior)?;
-        params.prior = prior;
         params.content_weight = content_weight;
         if content.is_some() {
             params.init = Init::Content;

@@ -179,7 +179,8 @@ pub enum Preset {
     /// with the last row and column, no mirror padding, every pyramid level kept.
     Cnnmrf,
     /// The default with half the iterations at the finest level, where they cost the most: the
-    /// 384 px job in about 60 s on 2 cores at a somewhat higher SWD (see the README).
+    /// 384 px job in about 60 s on 2 cores under the plain MRF prior, at a somewhat higher SWD
+    /// (see the README).
     Fast,
 }
 
@@ -391,7 +392,7 @@ impl Params {
     }
 
     /// The defaults of a preset for `prior`: `mrf+gram` reads its Gram statistics from
-    /// [`MRF_GRAM_LAYERS`]; the guided correspondence prior brings its paper's patch settings
+    /// [`MRF_GRAM_LAYERS`] at [`MRF_GRAM_WEIGHT`]; the guided correspondence prior brings its paper's patch settings
     /// (7x7 patches at stride 3 on relu2_1, relu3_1 and relu4_1, occurrence penalty 0.05), its
     /// optimisation (Adam from noise, no TV) and its own weight.
     pub fn preset_for(preset: Preset, prior: PriorKind) -> Params {
