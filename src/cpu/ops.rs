@@ -91,3 +91,130 @@ pub(crate) unsafe fn gemm_rowmajor(
         );
     }
 }
+
+/// `scale` F F^T (c x c, row-major) of a row-major c x n matrix F. The product's sides are
+/// small and its depth long (relu1_1 at 384 px: 64 x 147,456), which a GEMM that splits its
+/// output into blocks cannot share between cores: here column blocks of F are multiplied in
+/// parallel and their partial products added.
+pub(crate) fn gram(f: &[f32], c: usize, n: usize, scale: f32) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert_eq!(
+        f.len(),
+        c * n,
+        "gram: {} values for a {c} x {n} matrix",
+        f.len()
+    );
+    if c == 0 || n == 0 {
+        return vec![0.0; c * c];
+    }
+    // Two blocks a core balance the load; below a few hundred columns a block is not worth a task.
+    let block = n
+        .div_ceil(2 * rayon::current_num_threads().max(1))
+        .max(512)
+        .min(n);
+    (0..n.div_ceil(block))
+        .into_par_iter()
+        .map(|i| {
+            let k0 = i * block;
+            let depth = block.min(n - k0);
+            let mut g = vec![0f32; c * c];
+            // SAFETY: the left factor is rows 0..c, columns k0..k0+depth of F (row stride n), the
+            // right one its transpose (element (k, j) at j*n + k); k0 + depth <= n and F holds
+            // c*n values (asserted), so both lie inside `f`. `g` holds the c x c result and is
+            // a separate allocation.
+            unsafe {
+                gemm::gemm(
+                    c,
+                    c,
+                    depth,
+                    g.as_mut_ptr(),
+                    1,
+                    c as isize,
+                    false,
+                    f.as_ptr().add(k0),
+                    1,
+                    n as isize,
+                    f.as_ptr().add(k0),
+                    n as isize,
+                    1,
+                    0.0f32,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            g
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0; c * c])
+}
+
+/// `scale` D F (c x n, row-major) for a row-major c x c matrix D and c x n matrix F, slabs of
+/// rows in parallel.
+pub(crate) fn square_times(d: &[f32], f: &[f32], c: usize, n: usize, scale: f32) -> Vec<f32> {
+    assert_eq!(
+        d.len(),
+        c * c,
+        "square_times: {} values for a {c} x {c} matrix",
+        d.len()
+    );
+    assert_eq!(
+        f.len(),
+        c * n,
+        "square_times: {} values for a {c} x {n} matrix",
+        f.len()
+    );
+    if c == 0 || n == 0 {
+        return vec![0.0; c * n];
+    }
+    let rows = c.div_ceil(rayon::current_num_threads().max(1));
+    let fill = |i: usize, out: &mut [std::mem::MaybeUninit<f32>]| {
+        let r0 = i * rows;
+        let m = out.len() / n;
+        // SAFETY: `out` is rows r0..r0+m of the c x n result (m*n values); D's rows r0..r0+m lie
+        // inside `d` (c*c values, asserted) and F is `f` (c*n values). `read_dst` is false, so
+        // gemm writes every value of `out` without reading it.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                c,
+                out.as_mut_ptr() as *mut f32,
+                1,
+                n as isize,
+                false,
+                d.as_ptr().add(r0 * c),
+                1,
+                c as isize,
+                f.as_ptr(),
+                1,
+                n as isize,
+                0.0f32,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    // SAFETY: `fill` writes its whole chunk (see above).
+    unsafe { par_filled(c * n, rows * n, fill) }
+}
+
+/// Runs `f` on the values of a contiguous f32 tensor on the CPU; `None` for any other tensor
+/// (another device or type, or a strided view), which the caller then handles with candle ops.
+pub(crate) fn with_host_f32<R>(t: &candle_core::Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(CpuStorage::F32(d)), Some((start, end))) => {
+            Some(f(&d[start..end]))
+        }
+        _ => None,
+    }
+}
