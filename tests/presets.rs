@@ -118,10 +118,10 @@ fn the_cnnmrf_preset_sets_the_originals_choices() {
 }
 
 #[test]
-fn the_fast_preset_halves_the_finest_levels_iterations() {
+fn the_fast_preset_cuts_the_finest_levels_iterations_to_20() {
     let p = sidecar_params(&["--preset", "fast"]);
     assert_eq!(p["preset"], "fast");
-    assert_eq!(p["finest_iterations"], 50);
+    assert_eq!(p["finest_iterations"], 20);
     assert_eq!(p["init"], "mean");
     let d = sidecar_params(&[]);
     assert!(d["finest_iterations"].is_null(), "{d}");

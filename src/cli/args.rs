@@ -325,7 +325,7 @@ pub struct SynthArgs {
     /// texture's prior mrf+gram), cnnmrf (the original CNNMRF code's choices: the plain mrf prior,
     /// flat mean-grey start, L-BFGS history 25 without line search, averaged target maps, grids
     /// with the last row and column, no mirror padding, every pyramid level, bilinear
-    /// resampling), or fast (the default with 50 iterations at the finest level). Flags given
+    /// resampling), or fast (the default with 20 iterations at the finest level). Flags given
     /// explicitly override the preset.
     #[arg(long, default_value = "default", value_name = "default|cnnmrf|fast")]
     pub preset: String,
