@@ -92,6 +92,10 @@ pub(crate) unsafe fn gemm_rowmajor(
     }
 }
 
+/// Column blocks of [`gram`]: enough to keep 16 cores busy, few enough that their c x c partial
+/// products stay small beside F.
+const GRAM_BLOCKS: usize = 16;
+
 /// `scale` F F^T (c x c, row-major) of a row-major c x n matrix F. The product's sides are
 /// small and its depth long (relu1_1 at 384 px: 64 x 147,456), which a GEMM that splits its
 /// output into blocks cannot share between cores: here column blocks of F are multiplied in
@@ -107,11 +111,10 @@ pub(crate) fn gram(f: &[f32], c: usize, n: usize, scale: f32) -> Vec<f32> {
     if c == 0 || n == 0 {
         return vec![0.0; c * c];
     }
-    // Two blocks a core balance the load; below a few hundred columns a block is not worth a task.
-    let block = n
-        .div_ceil(2 * rayon::current_num_threads().max(1))
-        .max(512)
-        .min(n);
+    // Up to GRAM_BLOCKS blocks, whatever the number of cores, so that the partial sums (and the
+    // result's bits) do not depend on the machine; below a few hundred columns a block is not
+    // worth a task.
+    let block = n.div_ceil(GRAM_BLOCKS).max(512).min(n);
     (0..n.div_ceil(block))
         .into_par_iter()
         .map(|i| {
@@ -147,7 +150,11 @@ pub(crate) fn gram(f: &[f32], c: usize, n: usize, scale: f32) -> Vec<f32> {
             }
             g
         })
-        .reduce_with(|mut a, b| {
+        .collect::<Vec<_>>()
+        .into_iter()
+        // Summed in block order: rayon's reductions group by how the work was split, which
+        // varies from run to run, and float sums with it.
+        .reduce(|mut a, b| {
             a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
             a
         })
