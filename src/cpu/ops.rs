@@ -65,6 +65,28 @@ pub(crate) unsafe fn gemm_rowmajor(
     b: *const f32,
     ldb: usize,
 ) {
+    // SAFETY: the caller's promise, passed on (B row-major: element (p, j) at p*ldb + j).
+    unsafe { gemm_strided(m, n, k, c, ldc, a, lda, b, ldb, 1) }
+}
+
+/// As [`gemm_rowmajor`], with B's element (p, j) at `b + p * b_row + j * b_col`, so that B
+/// may be a transposed view (`b_row` 1, `b_col` its row stride).
+///
+/// # Safety
+/// As [`gemm_rowmajor`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    b_row: usize,
+    b_col: usize,
+) {
     // SAFETY: the caller's promise: the matrices lie in their allocations, C apart from A and
     // B (C is written, not read: `read_dst` is false).
     unsafe {
@@ -80,8 +102,8 @@ pub(crate) unsafe fn gemm_rowmajor(
             1,
             lda as isize,
             b,
-            1,
-            ldb as isize,
+            b_col as isize,
+            b_row as isize,
             0.0f32,
             1.0f32,
             false,
@@ -126,28 +148,19 @@ pub(crate) fn gram(f: &[f32], c: usize, n: usize, scale: f32) -> Vec<f32> {
             // c*n values (asserted), so both lie inside `f`. `g` holds the c x c result and is
             // a separate allocation.
             unsafe {
-                gemm::gemm(
+                gemm_strided(
                     c,
                     c,
                     depth,
                     g.as_mut_ptr(),
-                    1,
-                    c as isize,
-                    false,
+                    c,
+                    f.as_ptr().add(k0),
+                    n,
                     f.as_ptr().add(k0),
                     1,
-                    n as isize,
-                    f.as_ptr().add(k0),
-                    n as isize,
-                    1,
-                    0.0f32,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+                    n,
+                )
+            };
             g
         })
         .collect::<Vec<_>>()
@@ -157,6 +170,10 @@ pub(crate) fn gram(f: &[f32], c: usize, n: usize, scale: f32) -> Vec<f32> {
         .reduce(|mut a, b| {
             a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
             a
+        })
+        .map(|mut g| {
+            g.iter_mut().for_each(|x| *x *= scale);
+            g
         })
         .unwrap_or_else(|| vec![0.0; c * c])
 }
@@ -179,6 +196,8 @@ pub(crate) fn square_times(d: &[f32], f: &[f32], c: usize, n: usize, scale: f32)
     if c == 0 || n == 0 {
         return vec![0.0; c * n];
     }
+    // The scale goes into D (c x c), the small factor.
+    let d: Vec<f32> = d.iter().map(|x| x * scale).collect();
     let rows = c.div_ceil(rayon::current_num_threads().max(1));
     let fill = |i: usize, out: &mut [std::mem::MaybeUninit<f32>]| {
         let r0 = i * rows;
@@ -187,27 +206,17 @@ pub(crate) fn square_times(d: &[f32], f: &[f32], c: usize, n: usize, scale: f32)
         // inside `d` (c*c values, asserted) and F is `f` (c*n values). `read_dst` is false, so
         // gemm writes every value of `out` without reading it.
         unsafe {
-            gemm::gemm(
+            gemm_rowmajor(
                 m,
                 n,
                 c,
                 out.as_mut_ptr() as *mut f32,
-                1,
-                n as isize,
-                false,
+                n,
                 d.as_ptr().add(r0 * c),
-                1,
-                c as isize,
+                c,
                 f.as_ptr(),
-                1,
-                n as isize,
-                0.0f32,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+                n,
+            )
         }
     };
     // SAFETY: `fill` writes its whole chunk (see above).
