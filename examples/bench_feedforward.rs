@@ -4,7 +4,9 @@
 //! time generation at 1024 x 1024 (loading the model included).
 //!
 //! `cargo run --release --example bench_feedforward -- [--textures brick,gravel] [--minutes 10]
-//! [--steps N] [--crop 128] [--prior gram] [--out bench_feedforward]`
+//! [--steps N] [--crop 128] [--prior gram]
+//! [--upsamplings 2] [--channels 32] [--diversity 0.05]
+//! [--seed 0 (training)] [--out bench_feedforward]`
 //!
 //! Textures are the project's fetched test images (brick, grass, gravel, ihc) at their native
 //! scale. Writes `results.json`, `contact_sheet.png` (sample | optimisation | two seeds of the
@@ -29,6 +31,10 @@ struct Args {
     steps: usize,
     crop: u32,
     prior: String,
+    upsamplings: Option<usize>,
+    channels: Option<usize>,
+    diversity: Option<f64>,
+    seed: u64,
     out: PathBuf,
 }
 
@@ -39,6 +45,10 @@ fn parse_args() -> anyhow::Result<Args> {
         steps: TrainOptions::texture().steps,
         crop: TrainOptions::texture().crop,
         prior: "gram".into(),
+        upsamplings: None,
+        channels: None,
+        diversity: None,
+        seed: 0,
         out: PathBuf::from("bench_feedforward"),
     };
     let mut it = std::env::args().skip(1);
@@ -50,6 +60,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--steps" => a.steps = value()?.parse()?,
             "--crop" => a.crop = value()?.parse()?,
             "--prior" => a.prior = value()?,
+            "--upsamplings" => a.upsamplings = Some(value()?.parse()?),
+            "--channels" => a.channels = Some(value()?.parse()?),
+            "--diversity" => a.diversity = Some(value()?.parse()?),
+            "--seed" => a.seed = value()?.parse()?,
             "--out" => a.out = value()?.into(),
             other => bail!("unknown flag {other}"),
         }
@@ -94,6 +108,11 @@ struct Row {
     copy_between_seeds: f64,
     /// Luminance autocorrelation of a 2048 px texture at shifts of the crop period.
     autocorrelation_at_crop: f64,
+    /// Strongest luminance autocorrelation at 8 px or more (`metrics`' lattice score) of the
+    /// generator's seed-1 texture, the optimisation's and the sample's.
+    periodicity_generator: f64,
+    periodicity_optimisation: f64,
+    periodicity_sample: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,6 +147,16 @@ fn main() -> anyhow::Result<()> {
         o.steps = args.steps;
         o.crop = args.crop;
         o.params.prior = args.prior.parse().map_err(anyhow::Error::msg)?;
+        if let Some(u) = args.upsamplings {
+            o.architecture.upsamplings = u;
+        }
+        if let Some(c) = args.channels {
+            o.architecture.channels = c;
+        }
+        if let Some(d) = args.diversity {
+            o.diversity = d;
+        }
+        o.seed = args.seed;
         let t = Instant::now();
         let (model, report) = feedforward::train(
             vgg,
@@ -177,15 +206,18 @@ fn main() -> anyhow::Result<()> {
             copy_optimisation: m_opt.copy_score,
             copy_between_seeds: between,
             autocorrelation_at_crop: autocorrelation,
+            periodicity_generator: m_gen.periodicity,
+            periodicity_optimisation: m_opt.periodicity,
+            periodicity_sample: m_gen.sample_periodicity,
         });
         sheet_rows.push((name.clone(), vec![sample, opt_img, g1, g2]));
     }
 
-    println!("| texture | steps | train s | generate 1024 s | SWD gen / opt (ratio) | copy gen / opt | copy seed vs seed | autocorr at crop | opt s |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| texture | steps | train s | generate 1024 s | SWD gen / opt (ratio) | copy gen / opt | copy seed vs seed | autocorr at crop | lattice gen / opt / sample | opt s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.0} / {:.0} ({:.2}x) | {:.2} / {:.2} | {:.2} | {:.3} | {:.0} |",
+            "| {} | {} | {:.0} | {:.2} | {:.0} / {:.0} ({:.2}x) | {:.2} / {:.2} | {:.2} | {:.3} | {:.2} / {:.2} / {:.2} | {:.0} |",
             r.texture,
             r.train_steps,
             r.train_seconds,
@@ -197,6 +229,9 @@ fn main() -> anyhow::Result<()> {
             r.copy_optimisation,
             r.copy_between_seeds,
             r.autocorrelation_at_crop,
+            r.periodicity_generator,
+            r.periodicity_optimisation,
+            r.periodicity_sample,
             r.optimisation_seconds
         );
     }

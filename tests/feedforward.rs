@@ -506,6 +506,40 @@ fn style_transfer_networks_train_on_photos_and_stylize_any_size() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
 }
 
+/// Architecture flags outside what a generator can be built from are refused up front with one
+/// line and the usage exit code, before any file is written.
+#[test]
+fn train_refuses_architectures_it_cannot_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = common::fetched_image_at("gravel", 96, dir.path());
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    common::fetched_image_at("coffee", 96, &photos);
+    let model = dir.path().join("m.safetensors");
+    for (flags, photos) in [
+        (&["--upsamplings", "0"][..], None),
+        (&["--upsamplings", "9"][..], None),
+        (&["--scale-noise", "65"][..], None),
+        (&["--scale-noise", "4"][..], Some(&photos)),
+    ] {
+        let mut cmd = common::mrfsynth();
+        cmd.args(["train", "--device", "cpu", "--steps", "2", "--crop", "64"])
+            .args(flags)
+            .arg("--style")
+            .arg(&sample)
+            .arg("-o")
+            .arg(&model);
+        if let Some(p) = photos {
+            cmd.arg("--content-dir").arg(p);
+        }
+        let o = run(&mut cmd);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{flags:?}: {err}");
+        assert!(!model.exists(), "{flags:?} wrote a model");
+    }
+}
+
 /// Ctrl-C while training saves a model that works, and exits with 130.
 #[test]
 fn ctrl_c_saves_a_usable_model() {

@@ -69,7 +69,7 @@ pub struct TrainArgs {
     /// Training steps (in all, counting a resumed checkpoint's).
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
-    /// Side of the square crops made while training (a multiple of the generator's granule: 8 for textures, 4 for style transfer).
+    /// Side of the square crops made while training (a multiple of the generator's granule, 2^upsamplings: 4 by default).
     #[arg(long, value_name = "PX")]
     pub crop: Option<u32>,
     /// Crops per step (two or more turn the diversity term on for textures).
@@ -102,6 +102,12 @@ pub struct TrainArgs {
     /// Residual blocks at the coarsest scale.
     #[arg(long, value_name = "N")]
     pub blocks: Option<usize>,
+    /// Factor-2 upsamplings between the generator's coarsest scale and the output.
+    #[arg(long, value_name = "N")]
+    pub upsamplings: Option<usize>,
+    /// Fresh noise channels joined to the features at each finer scale (textures).
+    #[arg(long, value_name = "N")]
+    pub scale_noise: Option<usize>,
     /// Write a checkpoint (weights and optimiser state, to the output path) every N steps (0: never).
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<usize>,

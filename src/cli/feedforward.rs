@@ -77,6 +77,17 @@ fn options(a: &TrainArgs) -> Result<TrainOptions, CliError> {
     if let Some(v) = a.blocks {
         o.architecture.residual_blocks = v;
     }
+    if let Some(v) = a.upsamplings {
+        o.architecture.upsamplings = v;
+    }
+    if let Some(v) = a.scale_noise {
+        if stylize && v > 0 {
+            return Err(CliError::usage(
+                "--scale-noise applies to texture generators only",
+            ));
+        }
+        o.architecture.scale_noise_channels = v;
+    }
     if let Some(v) = a.checkpoint_every {
         o.checkpoint_every = v;
     }

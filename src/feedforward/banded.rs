@@ -7,7 +7,7 @@
 //! band reading one row of halo above and below (taken by the padding rule at the image's
 //! edges), and only each stage's output is held whole: instance normalisation needs its
 //! statistics over the whole image, so a stage is convolved band by band into one buffer, then
-//! normalised in place. The coarse scale (encoder and residual blocks) runs whole: it is 1/64
+//! normalised in place. The coarse scale (encoder and residual blocks) runs whole: it is 1/16
 //! of the pixels.
 
 use candle_core::{Device, Result, Tensor};
@@ -158,10 +158,12 @@ fn normalise_relu(out: &mut Planes, block: &ConvBlock) -> Result<()> {
 }
 
 /// Estimated peak memory of [`Generator::generate`] on the CPU for `width` x `height`: the
-/// noise of every scale, the two largest decoder outputs held at once, the RGB result and its
-/// copies on the way to the file, with 25% and 0.8 GiB of margin for the bands, the coarse
-/// scale and the allocator. Measured peaks of the texture architecture: 0.30, 1.02, 2.27 and
-/// 7.39 GiB at 1024, 2048, 4096 and 8192 px, against estimates of 0.91, 1.26, 2.64 and 8.14 GiB.
+/// noise of every scale, the two largest decoder outputs held at once, the coarse scale's
+/// working copies, the RGB result and its copies on the way to the file, with 25% and 0.8 GiB
+/// of margin for the bands and the allocator. Measured peaks of the texture architecture (1/4
+/// scale, 32 channels): 0.39, 1.27 and 3.64 GiB at 1024, 2048 and 4096 px, against estimates
+/// of 1.03, 1.74 and 4.55 GiB; of the earlier one (1/8 scale, 64 channels): 0.30, 1.02, 2.27
+/// and 7.39 GiB at 1024 to 8192 px, against 0.97, 1.49, 3.57 and 11.9 GiB now.
 pub fn generation_bytes(arch: &Architecture, width: u32, height: u32) -> u64 {
     let g = arch.granule() as u64;
     let pixels = (width as u64).div_ceil(g) * g * (height as u64).div_ceil(g) * g;
@@ -179,7 +181,11 @@ pub fn generation_bytes(arch: &Architecture, width: u32, height: u32) -> u64 {
     let held = (0..stages.len())
         .map(|i| stages[i] + if i > 0 { stages[i - 1] } else { 0.0 })
         .fold(0.0, f64::max);
+    // The coarse scale runs whole: its instance norms and residual sums hold about a dozen
+    // copies of its features at once (fitted to the peaks below; at 1/4 scale with 32 channels
+    // it is the largest term).
+    let coarse = 12.0 * at(arch.channels_at(0), u);
     let rgb = 3.0 * 2.0;
-    let floats = (noise + held + rgb) * pixels as f64;
+    let floats = (noise + held + coarse + rgb) * pixels as f64;
     (floats * 4.0 * 1.25) as u64 + (8 << 30) / 10
 }

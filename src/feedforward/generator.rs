@@ -38,15 +38,19 @@ pub struct Architecture {
 }
 
 impl Architecture {
-    /// The texture generator measured in the README: noise at 1/8 scale, 64 channels there.
+    /// The texture generator measured in the README: noise at 1/4 scale, 32 channels there.
+    /// With three upsamplings (1/8 scale, 64 channels, about the same cost) the generator laid
+    /// its elements out on the 8 px grid of its coarsest scale, one per cell: a lattice along
+    /// the diagonals (gravel SWD 1,502 and 1,912 over two training seeds, against 1,142 and
+    /// 1,575 with this one).
     pub fn texture() -> Self {
         Architecture {
             kind: GeneratorKind::Texture,
             noise_channels: 16,
             scale_noise_channels: 4,
-            channels: 64,
+            channels: 32,
             residual_blocks: 3,
-            upsamplings: 3,
+            upsamplings: 2,
         }
     }
 
