@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release --example bench_feedforward -- [--textures brick,gravel] [--minutes 10]
 //! [--steps N] [--crop 128] [--prior gram]
-//! [--upsamplings 2] [--channels 32] [--diversity 0.05]
+//! [--upsamplings 2] [--channels 32] [--blocks 3] [--dilations 1,2,4] [--diversity 0.05]
 //! [--seed 0 (training)] [--out bench_feedforward]`
 //!
 //! Textures are the project's fetched test images (brick, grass, gravel, ihc) at their native
@@ -34,6 +34,8 @@ struct Args {
     upsamplings: Option<usize>,
     channels: Option<usize>,
     diversity: Option<f64>,
+    blocks: Option<usize>,
+    dilations: Option<Vec<usize>>,
     seed: u64,
     out: PathBuf,
 }
@@ -48,6 +50,8 @@ fn parse_args() -> anyhow::Result<Args> {
         upsamplings: None,
         channels: None,
         diversity: None,
+        blocks: None,
+        dilations: None,
         seed: 0,
         out: PathBuf::from("bench_feedforward"),
     };
@@ -63,6 +67,15 @@ fn parse_args() -> anyhow::Result<Args> {
             "--upsamplings" => a.upsamplings = Some(value()?.parse()?),
             "--channels" => a.channels = Some(value()?.parse()?),
             "--diversity" => a.diversity = Some(value()?.parse()?),
+            "--blocks" => a.blocks = Some(value()?.parse()?),
+            "--dilations" => {
+                a.dilations = Some(
+                    value()?
+                        .split(',')
+                        .map(str::parse)
+                        .collect::<Result<_, _>>()?,
+                )
+            }
             "--seed" => a.seed = value()?.parse()?,
             "--out" => a.out = value()?.into(),
             other => bail!("unknown flag {other}"),
@@ -155,6 +168,12 @@ fn main() -> anyhow::Result<()> {
         }
         if let Some(d) = args.diversity {
             o.diversity = d;
+        }
+        if let Some(b) = args.blocks {
+            o.architecture.residual_blocks = b;
+        }
+        if let Some(d) = &args.dilations {
+            o.architecture.dilations = d.clone();
         }
         o.seed = args.seed;
         let t = Instant::now();

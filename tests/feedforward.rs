@@ -90,6 +90,14 @@ fn generator_weight_gradients_match_finite_differences() {
             upsamplings: 1,
             ..Architecture::stylize()
         },
+        // A dilated residual block (its convolutions run on interleaved grids).
+        Architecture {
+            channels: 8,
+            residual_blocks: 1,
+            upsamplings: 2,
+            dilations: vec![2],
+            ..Architecture::texture()
+        },
     ] {
         let varmap = VarMap::new();
         let g = Generator::new(&arch, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
@@ -521,6 +529,9 @@ fn train_refuses_architectures_it_cannot_build() {
         (&["--upsamplings", "9"][..], None),
         (&["--scale-noise", "65"][..], None),
         (&["--scale-noise", "4"][..], Some(&photos)),
+        (&["--dilations", "1,3,1"][..], None),
+        (&["--dilations", "2,2"][..], None),
+        (&["--dilations", "1,2,32"][..], None),
     ] {
         let mut cmd = common::mrfsynth();
         cmd.args(["train", "--device", "cpu", "--steps", "2", "--crop", "64"])

@@ -108,6 +108,9 @@ pub struct TrainArgs {
     /// Fresh noise channels joined to the features at each finer scale (textures).
     #[arg(long, value_name = "N")]
     pub scale_noise: Option<usize>,
+    /// Dilation of each residual block, comma-separated (one per block, powers of two up to 16; 1: plain).
+    #[arg(long, value_name = "D,D,..", value_delimiter = ',')]
+    pub dilations: Option<Vec<usize>>,
     /// Write a checkpoint (weights and optimiser state, to the output path) every N steps (0: never).
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<usize>,

@@ -88,6 +88,14 @@ fn options(a: &TrainArgs) -> Result<TrainOptions, CliError> {
         }
         o.architecture.scale_noise_channels = v;
     }
+    if let Some(v) = &a.dilations {
+        // All ones is the plain generator: store it as such.
+        o.architecture.dilations = if v.iter().all(|d| *d == 1) {
+            Vec::new()
+        } else {
+            v.clone()
+        };
+    }
     if let Some(v) = a.checkpoint_every {
         o.checkpoint_every = v;
     }

@@ -35,6 +35,11 @@ pub struct Architecture {
     pub residual_blocks: usize,
     /// Factor-2 scales between the coarsest features and the output.
     pub upsamplings: usize,
+    /// Dilation of each residual block's convolutions, block by block (empty: all 1; powers
+    /// of two up to 16). Dilated blocks reach further at the same cost: the residual stage's
+    /// receptive field grows with the sum of the dilations, not the number of blocks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dilations: Vec<usize>,
 }
 
 impl Architecture {
@@ -51,6 +56,7 @@ impl Architecture {
             channels: 32,
             residual_blocks: 3,
             upsamplings: 2,
+            dilations: Vec::new(),
         }
     }
 
@@ -63,12 +69,24 @@ impl Architecture {
             channels: 64,
             residual_blocks: 4,
             upsamplings: 2,
+            dilations: Vec::new(),
         }
     }
 
-    /// Output sizes must be multiples of this (the generator crops a larger output otherwise).
+    /// Output sizes must be multiples of this (the generator crops a larger output otherwise):
+    /// one coarse cell, times the largest dilation (a dilated convolution runs on the coarse
+    /// map split into dilation x dilation interleaved grids, which must be whole).
     pub fn granule(&self) -> usize {
-        1 << self.upsamplings
+        (1 << self.upsamplings) * self.max_dilation()
+    }
+
+    fn max_dilation(&self) -> usize {
+        self.dilations.iter().copied().max().unwrap_or(1)
+    }
+
+    /// The dilation of residual block `i`.
+    fn dilation(&self, i: usize) -> usize {
+        self.dilations.get(i).copied().unwrap_or(1)
     }
 
     /// Channels at scale `s` (0 = coarsest).
@@ -89,7 +107,18 @@ impl Architecture {
                     self.noise_channels == 0 && self.scale_noise_channels == 0
                 }
             };
-        if ok {
+        let dilations_ok = (self.dilations.is_empty()
+            || self.dilations.len() == self.residual_blocks)
+            && self
+                .dilations
+                .iter()
+                .all(|d| d.is_power_of_two() && *d <= 16);
+        if !dilations_ok {
+            Err(format!(
+                "dilations must be one per residual block ({}), each 1, 2, 4, 8 or 16, got {:?}",
+                self.residual_blocks, self.dilations
+            ))
+        } else if ok {
             Ok(())
         } else {
             Err(format!("unsupported generator architecture {self:?}"))
@@ -127,6 +156,8 @@ pub(super) fn pad1_dim(x: &Tensor, dim: usize, padding: Padding) -> Result<Tenso
 pub(super) struct Conv3 {
     pub(super) conv: Conv2d,
     stride: usize,
+    /// Taps `dilation` pixels apart (stride 1 only).
+    dilation: usize,
 }
 
 impl Conv3 {
@@ -138,7 +169,12 @@ impl Conv3 {
         Ok(Conv3 {
             conv: candle_nn::conv2d(cin, cout, 3, cfg, vb)?,
             stride,
+            dilation: 1,
         })
+    }
+
+    fn dilated(self, dilation: usize) -> Self {
+        Conv3 { dilation, ..self }
     }
 
     /// A convolution whose outputs start near zero: the last layer, so that the tanh after it
@@ -153,12 +189,26 @@ impl Conv3 {
         Ok(Conv3 {
             conv: Conv2d::new(weight, Some(bias), Conv2dConfig::default()),
             stride: 1,
+            dilation: 1,
         })
     }
 
     /// With `fast` (no gradients wanted), stride-1 convolutions run on the engine's own 3x3
     /// kernel, several times faster on the CPU than candle's im2col convolution.
     fn forward(&self, x: &Tensor, padding: Padding, fast: bool) -> Result<Tensor> {
+        if self.dilation > 1 {
+            // A dilated 3x3 convolution is a plain one on each of the d x d interleaved grids
+            // (pixels d apart), so the same kernels run it, forwards and backwards. Circular
+            // padding stays exact; mirrored borders mirror within each grid.
+            let d = self.dilation;
+            let n = x.dim(0)?;
+            let y = self.forward_plain(&split_grids(x, d)?, padding, fast)?;
+            return merge_grids(&y, n, d);
+        }
+        self.forward_plain(x, padding, fast)
+    }
+
+    fn forward_plain(&self, x: &Tensor, padding: Padding, fast: bool) -> Result<Tensor> {
         let bias = self
             .conv
             .bias()
@@ -186,6 +236,28 @@ impl Conv3 {
             }
         }
     }
+}
+
+/// [N, C, H, W] -> [N * d * d, C, H / d, W / d]: the grid of pixels (i * d + a, j * d + b)
+/// for each offset (a, b), as a batch. H and W must be multiples of d.
+fn split_grids(x: &Tensor, d: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if h % d != 0 || w % d != 0 {
+        candle_core::bail!("a {h}x{w} map does not split into grids {d} apart");
+    }
+    x.reshape((n, c, h / d, d, w / d, d))?
+        .permute((0, 3, 5, 1, 2, 4))?
+        .contiguous()?
+        .reshape((n * d * d, c, h / d, w / d))
+}
+
+/// The inverse of [`split_grids`] for a batch of `n`.
+fn merge_grids(y: &Tensor, n: usize, d: usize) -> Result<Tensor> {
+    let (_, c, h, w) = y.dims4()?;
+    y.reshape((n, d, d, c, h, w))?
+        .permute((0, 3, 4, 1, 5, 2))?
+        .contiguous()?
+        .reshape((n, c, h * d, w * d))
 }
 
 /// Instance normalisation with a learnt scale and shift per channel (Ulyanov et al. 2016).
@@ -247,10 +319,12 @@ struct ResidualBlock {
 }
 
 impl ResidualBlock {
-    fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(c: usize, dilation: usize, vb: VarBuilder) -> Result<Self> {
+        let mut first = ConvBlock::new(c, c, 1, vb.pp("a"))?;
+        first.conv = first.conv.dilated(dilation);
         Ok(ResidualBlock {
-            first: ConvBlock::new(c, c, 1, vb.pp("a"))?,
-            conv: Conv3::new(c, c, 1, vb.pp("b.conv"))?,
+            first,
+            conv: Conv3::new(c, c, 1, vb.pp("b.conv"))?.dilated(dilation),
             norm: InstanceNorm::new(c, vb.pp("b.norm"))?,
         })
     }
@@ -299,7 +373,7 @@ impl Generator {
             }
         }
         let residual = (0..arch.residual_blocks)
-            .map(|i| ResidualBlock::new(coarse, vb.pp(format!("res{i}"))))
+            .map(|i| ResidualBlock::new(coarse, arch.dilation(i), vb.pp(format!("res{i}"))))
             .collect::<Result<Vec<_>>>()?;
         let decoder = (0..u)
             .map(|i| {
@@ -391,7 +465,8 @@ impl Generator {
         device: &Device,
     ) -> Result<Vec<Tensor>> {
         let g = self.arch.granule();
-        let (w, h) = (width.div_ceil(g), height.div_ceil(g));
+        let u = self.arch.upsamplings;
+        let (w, h) = ((width.div_ceil(g) * g) >> u, (height.div_ceil(g) * g) >> u);
         let c = self.arch.noise_channels;
         let mut out = vec![Tensor::from_vec(
             normal_noise(c * h * w, seed),
@@ -606,6 +681,75 @@ mod tests {
                 let d = max_abs_diff(&a, &b);
                 assert!(d < 0.05, "{:?} {padding:?}: {d}", arch.kind);
             }
+        }
+    }
+
+    #[test]
+    fn a_dilated_convolution_matches_candles() {
+        let dev = Device::Cpu;
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let d = 2;
+        let conv = Conv3::new(4, 5, 1, vb).unwrap().dilated(d);
+        let x = Tensor::from_vec(normal_noise(2 * 4 * 12 * 16, 5), (2, 4, 12, 16), &dev).unwrap();
+        // Circular padding by d on each side, then candle's dilated convolution.
+        let wrap = |t: &Tensor, dim: usize| {
+            let n = t.dim(dim).unwrap();
+            Tensor::cat(
+                &[
+                    &t.narrow(dim, n - d, d).unwrap(),
+                    t,
+                    &t.narrow(dim, 0, d).unwrap(),
+                ],
+                dim,
+            )
+            .unwrap()
+        };
+        let padded = wrap(&wrap(&x, 2), 3);
+        let bias = conv.conv.bias().unwrap().reshape((1, 5, 1, 1)).unwrap();
+        let want = padded
+            .conv2d(conv.conv.weight(), 0, 1, d, 1)
+            .unwrap()
+            .broadcast_add(&bias)
+            .unwrap();
+        for fast in [false, true] {
+            let got = conv.forward(&x, Padding::Circular, fast).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let diff = max_abs_diff(&got, &want);
+            assert!(diff < 1e-3, "fast {fast}: {diff}");
+        }
+        // Sizes the grids do not divide are refused, not misread.
+        let odd = Tensor::zeros((1, 4, 7, 8), DType::F32, &dev).unwrap();
+        assert!(conv.forward(&odd, Padding::Reflect, true).is_err());
+    }
+
+    #[test]
+    fn a_dilated_generator_makes_any_size_and_tiles() {
+        let dev = Device::Cpu;
+        let arch = Architecture {
+            channels: 16,
+            residual_blocks: 2,
+            dilations: vec![2, 4],
+            ..Architecture::texture()
+        };
+        assert_eq!(arch.granule(), 16);
+        let (g, _) = fresh(&arch, &dev, 2).unwrap();
+        let t = g.generate(50, 37, 1, false, &dev).unwrap();
+        assert_eq!(t.dims(), &[1, 3, 37, 50]);
+        let noise = g.noise(48, 32, 3, &dev).unwrap();
+        for padding in [Padding::Reflect, Padding::Circular] {
+            let whole = g.infer(&noise, padding).unwrap();
+            let trained = g.forward(&noise, padding).unwrap();
+            assert!(max_abs_diff(&whole, &trained) < 0.05);
+            let banded = g.infer_banded(&noise, padding, 5).unwrap();
+            assert!(max_abs_diff(&whole, &banded) < 1e-2);
+        }
+        for bad in [vec![3, 1], vec![2], vec![32, 1]] {
+            let a = Architecture {
+                dilations: bad,
+                ..arch.clone()
+            };
+            assert!(a.validate().is_err(), "{:?}", a.dilations);
         }
     }
 
