@@ -724,7 +724,7 @@ mod tests {
     }
 
     #[test]
-    fn a_dilated_generator_makes_any_size_and_tiles() {
+    fn a_dilated_generator_makes_any_size_and_its_passes_agree() {
         let dev = Device::Cpu;
         let arch = Architecture {
             channels: 16,
