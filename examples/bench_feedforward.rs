@@ -4,7 +4,7 @@
 //! time generation at 1024 x 1024 (loading the model included).
 //!
 //! `cargo run --release --example bench_feedforward -- [--textures brick,gravel] [--minutes 10]
-//! [--steps N] [--crop 128] [--prior gram]
+//! [--steps 450] [--crop 256] [--prior gram]
 //! [--upsamplings 2] [--channels 32] [--blocks 3] [--dilations 1,2,4] [--diversity 0.05]
 //! [--seed 0 (training)] [--out bench_feedforward]`
 //!
