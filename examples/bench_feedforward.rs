@@ -5,11 +5,11 @@
 //!
 //! `cargo run --release --example bench_feedforward -- [--textures brick,gravel] [--minutes 10]
 //! [--steps 450] [--crop 256] [--prior gram]
-//! [--upsamplings 2] [--channels 32] [--blocks 3] [--dilations 1,2,4] [--diversity 0.05]
+//! [--upsamplings 2] [--channels 32] [--blocks 3] [--dilations 1,2,4] [--diversity 0.05] [--loss-levels 1]
 //! [--seed 0 (training)] [--out bench_feedforward]`
 //!
-//! Textures are the project's fetched test images (brick, grass, gravel, ihc) at their native
-//! scale. Writes `results.json`, `contact_sheet.png` (sample | optimisation | two seeds of the
+//! Textures are the project's fetched test images (brick, grass, gravel, ihc) or image files
+//! (such as `../shared/images/riverstones.png`), at their native scale. Writes `results.json`, `contact_sheet.png` (sample | optimisation | two seeds of the
 //! generator, each the output's centre at the sample's scale) and prints a markdown table whose
 //! ratios compare against the optimisation run in the same script.
 
@@ -23,7 +23,7 @@ use mrfsynth::image_io::{load_rgb, resize, save_rgb, LoadLimits, RgbImageF32};
 use mrfsynth::metrics::{self, MetricsOptions, StyleReference};
 use mrfsynth::optim::Control;
 use mrfsynth::report::font::{draw_text, text_width};
-use mrfsynth::{Silent, Synth};
+use mrfsynth::{Params, Preset, PriorKind, Silent, Synth};
 
 struct Args {
     textures: Vec<String>,
@@ -36,6 +36,7 @@ struct Args {
     diversity: Option<f64>,
     blocks: Option<usize>,
     dilations: Option<Vec<usize>>,
+    loss_levels: Option<usize>,
     seed: u64,
     out: PathBuf,
 }
@@ -52,6 +53,7 @@ fn parse_args() -> anyhow::Result<Args> {
         diversity: None,
         blocks: None,
         dilations: None,
+        loss_levels: None,
         seed: 0,
         out: PathBuf::from("bench_feedforward"),
     };
@@ -76,12 +78,32 @@ fn parse_args() -> anyhow::Result<Args> {
                         .collect::<Result<_, _>>()?,
                 )
             }
+            "--loss-levels" => a.loss_levels = Some(value()?.parse()?),
             "--seed" => a.seed = value()?.parse()?,
             "--out" => a.out = value()?.into(),
             other => bail!("unknown flag {other}"),
         }
     }
     Ok(a)
+}
+
+/// A fetched test image by name, or an image file (such as `../shared/images/riverstones.png`).
+fn sample_path(name: &str) -> anyhow::Result<PathBuf> {
+    if mrfsynth::assets::samples::test_image_names().any(|n| n == name) {
+        return mrfsynth::assets::samples::test_image(name).map_err(anyhow::Error::msg);
+    }
+    let p = PathBuf::from(name);
+    if p.is_file() {
+        return Ok(p);
+    }
+    bail!("--textures: {name:?} is neither a test image nor a file")
+}
+
+/// The row and file label of a texture: its name, or a file's stem.
+fn label_of(name: &str) -> String {
+    std::path::Path::new(name)
+        .file_stem()
+        .map_or_else(|| name.to_string(), |s| s.to_string_lossy().into_owned())
 }
 
 /// Stops training when the time budget is spent.
@@ -138,7 +160,8 @@ fn main() -> anyhow::Result<()> {
     let mut sheet_rows = Vec::new();
     for name in &args.textures {
         eprintln!("{name}:");
-        let path = mrfsynth::assets::samples::test_image(name).map_err(anyhow::Error::msg)?;
+        let path = sample_path(name)?;
+        let name = &label_of(name);
         let sample = load_rgb(&path, &LoadLimits::default())?;
         let reference = StyleReference::new(vgg, &sample)?;
 
@@ -159,7 +182,10 @@ fn main() -> anyhow::Result<()> {
         let mut o = TrainOptions::texture();
         o.steps = args.steps;
         o.crop = args.crop;
-        o.params.prior = args.prior.parse().map_err(anyhow::Error::msg)?;
+        // The prior's own defaults, as `mrfsynth train --prior P` sets them (mrf+gram: Gram on
+        // the MRF pass's layers at its weight).
+        let prior: PriorKind = args.prior.parse().map_err(anyhow::Error::msg)?;
+        o.params = Params::preset_for(Preset::Default, prior);
         if let Some(u) = args.upsamplings {
             o.architecture.upsamplings = u;
         }
@@ -174,6 +200,9 @@ fn main() -> anyhow::Result<()> {
         }
         if let Some(d) = &args.dilations {
             o.architecture.dilations = d.clone();
+        }
+        if let Some(l) = args.loss_levels {
+            o.loss_levels = l;
         }
         o.seed = args.seed;
         let t = Instant::now();

@@ -517,7 +517,7 @@ fn style_transfer_networks_train_on_photos_and_stylize_any_size() {
 /// Architecture flags outside what a generator can be built from are refused up front with one
 /// line and the usage exit code, before any file is written.
 #[test]
-fn train_refuses_architectures_it_cannot_build() {
+fn train_refuses_architectures_and_loss_levels_it_cannot_use() {
     let dir = tempfile::tempdir().unwrap();
     let sample = common::fetched_image_at("gravel", 96, dir.path());
     let photos = dir.path().join("photos");
@@ -532,6 +532,9 @@ fn train_refuses_architectures_it_cannot_build() {
         (&["--dilations", "1,3,1"][..], None),
         (&["--dilations", "2,2"][..], None),
         (&["--dilations", "1,2,32"][..], None),
+        // 64 px crops: a third level would score 16 px images.
+        (&["--loss-levels", "0"][..], None),
+        (&["--loss-levels", "3"][..], None),
     ] {
         let mut cmd = common::mrfsynth();
         cmd.args(["train", "--device", "cpu", "--steps", "2", "--crop", "64"])
@@ -665,4 +668,37 @@ fn the_same_seed_trains_the_same_model() {
     }
     assert_eq!(outputs[0], outputs[1], "seed 4 twice gave different models");
     assert_ne!(outputs[0], outputs[2], "seeds 4 and 5 gave the same model");
+}
+
+/// `--loss-levels 2` adds the crop at half size, scored against the sample at half size: the
+/// first step's loss (same seed, same weights, same crops) is the one-level loss plus a
+/// positive term, and the sidecar records the setting.
+#[test]
+fn a_second_loss_level_adds_the_half_size_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = common::fetched_image_at("gravel", 128, dir.path());
+    let mut first_losses = Vec::new();
+    for levels in ["1", "2"] {
+        let model = dir.path().join(format!("l{levels}.safetensors"));
+        let o = run(common::mrfsynth()
+            .args(["train", "--device", "cpu", "--steps", "1", "--crop", "64"])
+            .args(["--channels", "16", "--blocks", "1", "--loss-levels", levels])
+            .arg("--style")
+            .arg(&sample)
+            .arg("-o")
+            .arg(&model));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let sidecar: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(model.with_extension("json")).unwrap()).unwrap();
+        assert_eq!(
+            sidecar["options"]["loss_levels"].as_u64(),
+            Some(levels.parse().unwrap())
+        );
+        first_losses.push(sidecar["report"]["losses"][0].as_f64().unwrap());
+    }
+    let (one, two) = (first_losses[0], first_losses[1]);
+    assert!(
+        two > 1.05 * one,
+        "two levels' first loss {two:.4e} is not the one-level loss {one:.4e} plus a half-size term"
+    );
 }

@@ -81,6 +81,10 @@ pub struct TrainArgs {
     /// Weight of the diversity term that keeps seeds apart (textures; 0: off).
     #[arg(long, value_name = "W")]
     pub diversity: Option<f64>,
+    /// Scales the loss is taken at: 1 is the crop alone; 2 adds the crop at half size against
+    /// the sample at half size, and so on (up to 4), so the loss sees larger layouts.
+    #[arg(long, value_name = "N")]
+    pub loss_levels: Option<usize>,
     /// Gram weight per layer (neural-style's style weight).
     #[arg(long, value_name = "W")]
     pub style_weight: Option<f64>,

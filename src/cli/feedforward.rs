@@ -96,6 +96,9 @@ fn options(a: &TrainArgs) -> Result<TrainOptions, CliError> {
             v.clone()
         };
     }
+    if let Some(v) = a.loss_levels {
+        o.loss_levels = v;
+    }
     if let Some(v) = a.checkpoint_every {
         o.checkpoint_every = v;
     }

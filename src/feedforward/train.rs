@@ -45,6 +45,10 @@ pub struct TrainOptions {
     pub diversity: f64,
     #[serde(serialize_with = "layer_name")]
     pub diversity_layer: LayerId,
+    /// Scales the loss is taken at: 1 is the crop alone; each more adds the crop averaged down
+    /// by another factor of 2, scored against the sample scaled alike (as the optimisation's
+    /// pyramid sees it), so the loss sees layouts larger than the network's view at full size.
+    pub loss_levels: usize,
     /// Save a checkpoint (weights and optimiser state) every this many steps (0: never).
     pub checkpoint_every: usize,
     #[serde(skip)]
@@ -76,6 +80,7 @@ impl TrainOptions {
             learning_rate: 1e-2,
             diversity: 0.05,
             diversity_layer: "relu4_1".parse().expect("a layer"),
+            loss_levels: 1,
             checkpoint_every: 100,
             checkpoint: None,
             seed: 0,
@@ -130,6 +135,21 @@ impl TrainOptions {
         }
         if !(self.diversity >= 0.0 && self.diversity.is_finite()) {
             fail!(Settings, "--diversity must be >= 0, got {}", self.diversity);
+        }
+        // The coarsest loss level must be whole blocks of the crop and at least 32 px (relu4_1
+        // 4 x 4).
+        let coarsest = 1u32 << self.loss_levels.saturating_sub(1).min(31);
+        if self.loss_levels == 0
+            || self.loss_levels > 4
+            || self.crop / coarsest < 32
+            || !self.crop.is_multiple_of(coarsest)
+        {
+            fail!(
+                Settings,
+                "--loss-levels must be 1 to 4 with the crop / 2^(levels - 1) at least 32 px, got {} for {} px crops",
+                self.loss_levels,
+                self.crop
+            );
         }
         Ok(())
     }
@@ -335,22 +355,28 @@ pub fn train(
         ));
     }
 
-    let level = Level {
-        width: opts.crop,
-        height: opts.crop,
-        style_factor: 1.0,
-    };
-    let mut params = opts.params.clone();
-    params.width = opts.crop;
-    params.height = opts.crop;
-    let (mut priors, _) = crate::synth::level_priors(
-        vgg,
-        std::slice::from_ref(&style),
-        &[1.0],
-        &Task::Texture,
-        &level,
-        &params,
-    )?;
+    // One set of priors per loss level: the crop, then halves of it against the sample halved.
+    let mut priors = Vec::with_capacity(opts.loss_levels);
+    for k in 0..opts.loss_levels {
+        let side = opts.crop >> k;
+        let level = Level {
+            width: side,
+            height: side,
+            style_factor: 0.5f32.powi(k as i32),
+        };
+        let mut params = opts.params.clone();
+        params.width = side;
+        params.height = side;
+        let (level_priors, _) = crate::synth::level_priors(
+            vgg,
+            std::slice::from_ref(&style),
+            &[1.0],
+            &Task::Texture,
+            &level,
+            &params,
+        )?;
+        priors.push(level_priors);
+    }
     // Photos resized once so that their short side is the crop: each step cuts a random crop.
     let photos: Vec<RgbImageF32> = match data {
         TrainData::Texture { .. } => Vec::new(),
@@ -471,17 +497,62 @@ fn check_resume(have: &ModelInfo, want: &ModelInfo) -> Result<()> {
     Ok(())
 }
 
-/// The batch's loss (averaged) and its gradient at the generated pixels [B, 3, H, W].
+/// The batch's loss (averaged) and its gradient at the generated pixels [B, 3, H, W], summed
+/// over the loss levels (`levels[k]` scores the images averaged down by 2^k).
 fn loss_and_grad(
+    vgg: &Vgg19,
+    levels: &mut [Vec<Box<dyn FeatureLoss + '_>>],
+    images: &Tensor,
+    contents: Option<&Tensor>,
+    opts: &TrainOptions,
+) -> Result<(f64, Tensor)> {
+    let (_, _, h, w) = images.dims4()?;
+    let mut loss = 0.0;
+    let mut grad: Option<Tensor> = None;
+    for (k, priors) in levels.iter_mut().enumerate() {
+        let (l, g) = if k == 0 {
+            level_loss_and_grad(vgg, priors, images, contents, opts, true)?
+        } else {
+            let f = 1usize << k;
+            let small = pool(&images.detach(), f)?;
+            let (l, g) = level_loss_and_grad(vgg, priors, &small, None, opts, false)?;
+            (l, pool_adjoint(&g, f, h, w)?)
+        };
+        loss += l;
+        grad = Some(match grad {
+            Some(prev) => (prev + g)?,
+            None => g,
+        });
+    }
+    let grad = grad.ok_or_else(|| Error::Settings("no loss levels".into()))?;
+    Ok((loss, grad))
+}
+
+/// The images [B, C, H, W] averaged down by `f` (blocks of f x f; H and W multiples of f).
+fn pool(images: &Tensor, f: usize) -> candle_core::Result<Tensor> {
+    images.avg_pool2d(f)
+}
+
+/// The adjoint of [`pool`] back to H x W: each pixel gets 1/f^2 of its block's value, so a
+/// loss's gradient at the pooled images becomes its gradient at the images.
+fn pool_adjoint(grad: &Tensor, f: usize, h: usize, w: usize) -> candle_core::Result<Tensor> {
+    grad.upsample_nearest2d(h, w)?
+        .affine(1.0 / (f * f) as f64, 0.0)
+}
+
+/// [`loss_and_grad`] at one level. Only the full-size level (`full`) carries the content,
+/// diversity and TV terms.
+fn level_loss_and_grad(
     vgg: &Vgg19,
     priors: &mut [Box<dyn FeatureLoss + '_>],
     images: &Tensor,
     contents: Option<&Tensor>,
     opts: &TrainOptions,
+    full: bool,
 ) -> Result<(f64, Tensor)> {
     let batch = images.dim(0)?;
     let params = &opts.params;
-    let diversity = opts.diversity > 0.0 && batch > 1;
+    let diversity = full && opts.diversity > 0.0 && batch > 1;
     let mut taps: Vec<LayerId> = priors.iter().flat_map(|p| p.layers()).collect();
     if diversity {
         taps.push(opts.diversity_layer);
@@ -555,7 +626,7 @@ fn loss_and_grad(
     let mut pixel_grads = Vec::with_capacity(batch);
     for (b, (fwd, grads)) in forwards.iter().zip(&layer_grads).enumerate() {
         let mut g = vgg.preprocess_backward(&vgg.backward(fwd, grads)?)?;
-        if params.tv_weight > 0.0 {
+        if full && params.tv_weight > 0.0 {
             let img = images.narrow(0, b, 1)?.detach();
             let (tv, tv_grad) = tv_loss_and_grad(&img, params.tv_weight, false)?;
             total += tv;
@@ -566,4 +637,47 @@ fn loss_and_grad(
     // The batch's loss is the mean over its crops, so each crop's gradient is divided by B.
     let grad = (Tensor::cat(&pixel_grads, 0)? / batch as f64)?;
     Ok((total / batch as f64, grad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn noise(n: usize, dims: &[usize], seed: u64) -> Tensor {
+        Tensor::from_vec(generator::normal_noise(n, seed), dims, &Device::Cpu).unwrap()
+    }
+
+    /// The coarse loss levels' gradients go back through the pooling by its adjoint:
+    /// <pool(x), y> = <x, pool_adjoint(y)> for any x and y.
+    #[test]
+    fn pooling_and_its_adjoint_agree() {
+        for f in [2usize, 4] {
+            let (h, w) = (8 * f, 4 * f);
+            let x = noise(2 * 3 * h * w, &[2, 3, h, w], 1);
+            let y = noise(2 * 3 * 32, &[2, 3, 8, 4], 2);
+            let px = pool(&x, f).unwrap();
+            assert_eq!(px.dims(), &[2, 3, 8, 4]);
+            let lhs: f32 = (px * &y).unwrap().sum_all().unwrap().to_scalar().unwrap();
+            let rhs: f32 = (x * pool_adjoint(&y, f, h, w).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(
+                (lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()),
+                "f = {f}: {lhs} vs {rhs}"
+            );
+        }
+        // Block means: a block of ones and zeros pools to its share of ones.
+        let x = Tensor::from_vec(vec![1f32, 0., 1., 1.], (1, 1, 2, 2), &Device::Cpu).unwrap();
+        let m: Vec<f32> = pool(&x, 2)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(m, vec![0.75]);
+    }
 }
