@@ -5,13 +5,14 @@
 //!
 //! `cargo run --release --example bench_feedforward -- [--textures brick,gravel] [--minutes 10]
 //! [--steps 450] [--crop 256] [--prior gram]
-//! [--upsamplings 2] [--channels 32] [--blocks 3] [--dilations 1,2,4] [--diversity 0.05] [--loss-levels 1]
-//! [--seed 0 (training)] [--out bench_feedforward]`
+//! [--upsamplings 2] [--channels 32] [--blocks 3] [--dilations 1,2,4] [--diversity 0.05]
+//! [--loss-levels 1] [--seed 0 (training)] [--out bench_feedforward]`
 //!
 //! Textures are the project's fetched test images (brick, grass, gravel, ihc) or image files
-//! (such as `../shared/images/riverstones.png`), at their native scale. Writes `results.json`, `contact_sheet.png` (sample | optimisation | two seeds of the
-//! generator, each the output's centre at the sample's scale) and prints a markdown table whose
-//! ratios compare against the optimisation run in the same script.
+//! (such as `../shared/images/riverstones.png`), at their native scale. Writes `results.json`,
+//! `contact_sheet.png` (sample | optimisation | two seeds of the generator, each the output's
+//! centre at the sample's scale) and prints a markdown table whose ratios compare against the
+//! optimisation run in the same script.
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -161,7 +161,8 @@ pub struct TrainStep {
     /// 1-based, counting steps of earlier (resumed) runs.
     pub step: usize,
     pub steps: usize,
-    /// The prior's loss (plus content and TV), averaged over the batch; no diversity term.
+    /// The prior's loss (plus content and TV), averaged over the batch and summed over the loss
+    /// levels; no diversity term.
     pub loss: f64,
     pub seconds: f64,
 }
