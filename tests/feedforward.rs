@@ -54,6 +54,11 @@ fn texture_model() -> &'static (tempfile::TempDir, PathBuf) {
     })
 }
 
+/// The JSON sidecar `train` writes beside a model.
+fn sidecar_of(model: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(model.with_extension("json")).unwrap()).unwrap()
+}
+
 fn generate(model: &Path, size: &str, seed: u64, out: &Path, extra: &[&str]) -> Output {
     run(common::mrfsynth()
         .arg("generate")
@@ -203,8 +208,7 @@ fn generator_weight_gradients_match_finite_differences() {
 #[test]
 fn training_writes_a_model_and_its_loss_curve() {
     let (_, model) = texture_model();
-    let sidecar: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(model.with_extension("json")).unwrap()).unwrap();
+    let sidecar = sidecar_of(&model);
     let losses: Vec<f64> = sidecar["report"]["losses"]
         .as_array()
         .unwrap()
@@ -348,8 +352,7 @@ fn resume_continues_a_checkpoint_and_refuses_a_mismatched_one() {
         .arg("-o")
         .arg(&copy));
     assert!(o.status.success(), "{}", stderr(&o));
-    let sidecar: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(copy.with_extension("json")).unwrap()).unwrap();
+    let sidecar = sidecar_of(&copy);
     assert_eq!(sidecar["report"]["resumed_at"], STEPS);
     assert_eq!(sidecar["model"]["steps"], STEPS + 3);
     assert_eq!(sidecar["report"]["losses"].as_array().unwrap().len(), 3);
@@ -591,8 +594,7 @@ fn ctrl_c_saves_a_usable_model() {
     let out = dir.path().join("after.png");
     let o = generate(&model, "64", 0, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let sidecar: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(model.with_extension("json")).unwrap()).unwrap();
+    let sidecar = sidecar_of(&model);
     assert_eq!(sidecar["report"]["interrupted"], true);
     assert!(sidecar["model"]["steps"].as_u64().unwrap() >= 10);
 }
@@ -688,8 +690,7 @@ fn a_second_loss_level_adds_the_half_size_loss() {
             .arg("-o")
             .arg(&model));
         assert!(o.status.success(), "{}", stderr(&o));
-        let sidecar: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(model.with_extension("json")).unwrap()).unwrap();
+        let sidecar = sidecar_of(&model);
         assert_eq!(
             sidecar["options"]["loss_levels"].as_u64(),
             Some(levels.parse().unwrap())
