@@ -208,7 +208,7 @@ fn generator_weight_gradients_match_finite_differences() {
 #[test]
 fn training_writes_a_model_and_its_loss_curve() {
     let (_, model) = texture_model();
-    let sidecar = sidecar_of(&model);
+    let sidecar = sidecar_of(model);
     let losses: Vec<f64> = sidecar["report"]["losses"]
         .as_array()
         .unwrap()
