@@ -6,7 +6,8 @@
 //! `cargo run --release --example bench_feedforward -- [--textures brick,gravel] [--minutes 10]
 //! [--steps 450] [--crop 256] [--prior gram]
 //! [--upsamplings 2] [--channels 32] [--blocks 3] [--dilations 1,2,4] [--diversity 0.05]
-//! [--loss-levels 1] [--seed 0 (training)] [--out bench_feedforward]`
+//! [--loss-levels 1] [--learning-rate 0.01] [--learning-rate-end 1]
+//! [--layout-noise CHANNELS,SCALE] [--seed 0 (training)] [--out bench_feedforward]`
 //!
 //! Textures are the project's fetched test images (brick, grass, gravel, ihc) or image files
 //! (such as `../shared/images/riverstones.png`), at their native scale. Writes `results.json`,
@@ -38,6 +39,9 @@ struct Args {
     blocks: Option<usize>,
     dilations: Option<Vec<usize>>,
     loss_levels: Option<usize>,
+    learning_rate: Option<f64>,
+    learning_rate_end: Option<f64>,
+    layout_noise: Option<(usize, usize)>,
     seed: u64,
     out: PathBuf,
 }
@@ -55,6 +59,9 @@ fn parse_args() -> anyhow::Result<Args> {
         blocks: None,
         dilations: None,
         loss_levels: None,
+        learning_rate: None,
+        learning_rate_end: None,
+        layout_noise: None,
         seed: 0,
         out: PathBuf::from("bench_feedforward"),
     };
@@ -80,6 +87,16 @@ fn parse_args() -> anyhow::Result<Args> {
                 )
             }
             "--loss-levels" => a.loss_levels = Some(value()?.parse()?),
+            "--learning-rate" => a.learning_rate = Some(value()?.parse()?),
+            "--learning-rate-end" => a.learning_rate_end = Some(value()?.parse()?),
+            "--layout-noise" => {
+                // CHANNELS,SCALE
+                let v = value()?;
+                let (c, s) = v
+                    .split_once(',')
+                    .context("--layout-noise takes CHANNELS,SCALE")?;
+                a.layout_noise = Some((c.parse()?, s.parse()?));
+            }
             "--seed" => a.seed = value()?.parse()?,
             "--out" => a.out = value()?.into(),
             other => bail!("unknown flag {other}"),
@@ -204,6 +221,16 @@ fn main() -> anyhow::Result<()> {
         }
         if let Some(l) = args.loss_levels {
             o.loss_levels = l;
+        }
+        if let Some(r) = args.learning_rate {
+            o.learning_rate = r;
+        }
+        if let Some(r) = args.learning_rate_end {
+            o.learning_rate_end = r;
+        }
+        if let Some((c, s)) = args.layout_noise {
+            o.architecture.layout_noise = c;
+            o.architecture.layout_scale = s;
         }
         o.seed = args.seed;
         let t = Instant::now();

@@ -78,6 +78,9 @@ pub struct TrainArgs {
     /// Adam step size on the generator's weights.
     #[arg(long, value_name = "LR")]
     pub learning_rate: Option<f64>,
+    /// The step size at the last step as a fraction of the first: it falls along a half cosine (1: constant).
+    #[arg(long, value_name = "F")]
+    pub learning_rate_end: Option<f64>,
     /// Weight of the diversity term that keeps seeds apart (textures; 0: off).
     #[arg(long, value_name = "W")]
     pub diversity: Option<f64>,
@@ -112,6 +115,12 @@ pub struct TrainArgs {
     /// Fresh noise channels joined to the features at each finer scale (textures).
     #[arg(long, value_name = "N")]
     pub scale_noise: Option<usize>,
+    /// Smooth noise channels joined to the generator's coarsest noise (textures): layouts larger than its reach follow them.
+    #[arg(long, value_name = "N")]
+    pub layout_noise: Option<usize>,
+    /// Spacing of the layout noise's grid in coarse pixels (a power of two, 2 to 64; default 8).
+    #[arg(long, value_name = "N")]
+    pub layout_scale: Option<usize>,
     /// Dilation of each residual block, comma-separated (one per block, powers of two up to 16; 1: plain).
     #[arg(long, value_name = "D,D,..", value_delimiter = ',')]
     pub dilations: Option<Vec<usize>>,

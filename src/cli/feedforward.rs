@@ -63,6 +63,9 @@ fn options(a: &TrainArgs) -> Result<TrainOptions, CliError> {
     if let Some(v) = a.learning_rate {
         o.learning_rate = v;
     }
+    if let Some(v) = a.learning_rate_end {
+        o.learning_rate_end = v;
+    }
     if let Some(v) = a.diversity {
         if stylize && v > 0.0 {
             return Err(CliError::usage(
@@ -87,6 +90,23 @@ fn options(a: &TrainArgs) -> Result<TrainOptions, CliError> {
             ));
         }
         o.architecture.scale_noise_channels = v;
+    }
+    if let Some(v) = a.layout_noise {
+        if stylize && v > 0 {
+            return Err(CliError::usage(
+                "--layout-noise applies to texture generators only",
+            ));
+        }
+        o.architecture.layout_noise = v;
+        if v > 0 && o.architecture.layout_scale == 0 {
+            o.architecture.layout_scale = 8;
+        }
+    }
+    if let Some(v) = a.layout_scale {
+        if o.architecture.layout_noise == 0 {
+            return Err(CliError::usage("--layout-scale needs --layout-noise"));
+        }
+        o.architecture.layout_scale = v;
     }
     if let Some(v) = &a.dilations {
         // All ones is the plain generator: store it as such.

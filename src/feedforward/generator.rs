@@ -40,6 +40,18 @@ pub struct Architecture {
     /// receptive field grows with the sum of the dilations, not the number of blocks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dilations: Vec<usize>,
+    /// Smooth noise channels joined to the coarsest noise (textures): normal values on a grid
+    /// `layout_scale` coarse pixels apart, interpolated bilinearly. Regions larger than the
+    /// network's reach can then follow the noise instead of being built from i.i.d. cells.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub layout_noise: usize,
+    /// Spacing of the layout noise's grid, in coarse pixels (a power of two, 2 to 64).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub layout_scale: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Architecture {
@@ -57,6 +69,8 @@ impl Architecture {
             residual_blocks: 3,
             upsamplings: 2,
             dilations: Vec::new(),
+            layout_noise: 0,
+            layout_scale: 0,
         }
     }
 
@@ -70,6 +84,8 @@ impl Architecture {
             residual_blocks: 4,
             upsamplings: 2,
             dilations: Vec::new(),
+            layout_noise: 0,
+            layout_scale: 0,
         }
     }
 
@@ -77,7 +93,17 @@ impl Architecture {
     /// one coarse cell, times the largest dilation (a dilated convolution runs on the coarse
     /// map split into dilation x dilation interleaved grids, which must be whole).
     pub fn granule(&self) -> usize {
-        (1 << self.upsamplings) * self.max_dilation()
+        (1 << self.upsamplings) * self.max_dilation().max(self.layout_grid())
+    }
+
+    /// The layout noise's grid spacing in coarse pixels (1 without layout noise): the coarse
+    /// map must hold whole cells of it, so that the grid wraps round for tileable textures.
+    fn layout_grid(&self) -> usize {
+        if self.layout_noise > 0 {
+            self.layout_scale
+        } else {
+            1
+        }
     }
 
     fn max_dilation(&self) -> usize {
@@ -101,10 +127,14 @@ impl Architecture {
             && (1..=5).contains(&self.upsamplings)
             && match self.kind {
                 GeneratorKind::Texture => {
-                    (1..=256).contains(&self.noise_channels) && self.scale_noise_channels <= 64
+                    (1..=256).contains(&self.noise_channels)
+                        && self.scale_noise_channels <= 64
+                        && self.layout_noise <= 64
                 }
                 GeneratorKind::Stylize => {
-                    self.noise_channels == 0 && self.scale_noise_channels == 0
+                    self.noise_channels == 0
+                        && self.scale_noise_channels == 0
+                        && self.layout_noise == 0
                 }
             };
         let dilations_ok = (self.dilations.is_empty()
@@ -113,7 +143,14 @@ impl Architecture {
                 .dilations
                 .iter()
                 .all(|d| d.is_power_of_two() && *d <= 16);
-        if !dilations_ok {
+        let layout_ok = self.layout_noise == 0
+            || (self.layout_scale.is_power_of_two() && (2..=64).contains(&self.layout_scale));
+        if !layout_ok {
+            Err(format!(
+                "the layout noise's grid must be 2, 4, ... or 64 coarse pixels apart, got {}",
+                self.layout_scale
+            ))
+        } else if !dilations_ok {
             Err(format!(
                 "dilations must be one per residual block ({}), each 1, 2, 4, 8 or 16, got {:?}",
                 self.residual_blocks, self.dilations
@@ -158,6 +195,9 @@ pub(super) struct Conv3 {
     stride: usize,
     /// Taps `dilation` pixels apart (stride 1 only).
     dilation: usize,
+    /// An instance normalisation follows, which cancels the bias: training leaves it out
+    /// (it would get a zero gradient at the cost of a pass over the output and its sum).
+    normalised: bool,
 }
 
 impl Conv3 {
@@ -170,11 +210,19 @@ impl Conv3 {
             conv: candle_nn::conv2d(cin, cout, 3, cfg, vb)?,
             stride,
             dilation: 1,
+            normalised: false,
         })
     }
 
     fn dilated(self, dilation: usize) -> Self {
         Conv3 { dilation, ..self }
+    }
+
+    fn normalised(self) -> Self {
+        Conv3 {
+            normalised: true,
+            ..self
+        }
     }
 
     /// A convolution whose outputs start near zero: the last layer, so that the tanh after it
@@ -190,6 +238,7 @@ impl Conv3 {
             conv: Conv2d::new(weight, Some(bias), Conv2dConfig::default()),
             stride: 1,
             dilation: 1,
+            normalised: false,
         })
     }
 
@@ -219,10 +268,12 @@ impl Conv3 {
         }
         if !fast {
             // Training: our kernels in both directions (candle's CPU backward is a slow loop).
+            let y = pad1(x, padding)?.apply_op2(self.conv.weight(), super::conv::ValidConv3x3)?;
+            if self.normalised {
+                return Ok(y);
+            }
             let cout = bias.dim(0)?;
-            return pad1(x, padding)?
-                .apply_op2(self.conv.weight(), super::conv::ValidConv3x3)?
-                .broadcast_add(&bias.reshape((1, cout, 1, 1))?);
+            return y.broadcast_add(&bias.reshape((1, cout, 1, 1))?);
         }
         let conv = crate::vgg::conv::Conv3x3::new(self.conv.weight(), bias, x.device())?;
         match padding {
@@ -275,6 +326,26 @@ impl InstanceNorm {
     }
 }
 
+impl InstanceNorm {
+    /// The normalisation, then a ReLU when `relu`: one op of our own on the CPU, candle's ops
+    /// elsewhere.
+    fn forward_act(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return x.contiguous()?.apply_op3(
+                &self.scale,
+                &self.shift,
+                super::norm::InstanceNormOp { relu },
+            );
+        }
+        let y = self.forward(x)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+}
+
 impl Module for InstanceNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
@@ -282,7 +353,7 @@ impl Module for InstanceNorm {
         let mean = flat.mean_keepdim(D::Minus1)?;
         let centred = flat.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
+        let normed = centred.broadcast_div(&(var + super::norm::EPS)?.sqrt()?)?;
         normed
             .broadcast_mul(&self.scale.reshape((1, c, 1))?)?
             .broadcast_add(&self.shift.reshape((1, c, 1))?)?
@@ -299,15 +370,14 @@ pub(super) struct ConvBlock {
 impl ConvBlock {
     fn new(cin: usize, cout: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
         Ok(ConvBlock {
-            conv: Conv3::new(cin, cout, stride, vb.pp("conv"))?,
+            conv: Conv3::new(cin, cout, stride, vb.pp("conv"))?.normalised(),
             norm: InstanceNorm::new(cout, vb.pp("norm"))?,
         })
     }
 
     fn forward(&self, x: &Tensor, padding: Padding, fast: bool) -> Result<Tensor> {
         self.norm
-            .forward(&self.conv.forward(x, padding, fast)?)?
-            .relu()
+            .forward_act(&self.conv.forward(x, padding, fast)?, true)
     }
 }
 
@@ -324,14 +394,18 @@ impl ResidualBlock {
         first.conv = first.conv.dilated(dilation);
         Ok(ResidualBlock {
             first,
-            conv: Conv3::new(c, c, 1, vb.pp("b.conv"))?.dilated(dilation),
+            conv: Conv3::new(c, c, 1, vb.pp("b.conv"))?
+                .dilated(dilation)
+                .normalised(),
             norm: InstanceNorm::new(c, vb.pp("b.norm"))?,
         })
     }
 
     fn forward(&self, x: &Tensor, padding: Padding, fast: bool) -> Result<Tensor> {
         let y = self.first.forward(x, padding, fast)?;
-        x + self.norm.forward(&self.conv.forward(&y, padding, fast)?)?
+        x + self
+            .norm
+            .forward_act(&self.conv.forward(&y, padding, fast)?, false)?
     }
 }
 
@@ -354,7 +428,7 @@ impl Generator {
         let mut encoder = Vec::new();
         match arch.kind {
             GeneratorKind::Texture => encoder.push(ConvBlock::new(
-                arch.noise_channels,
+                arch.noise_channels + arch.layout_noise,
                 coarse,
                 1,
                 vb.pp("enc0"),
@@ -468,11 +542,18 @@ impl Generator {
         let u = self.arch.upsamplings;
         let (w, h) = ((width.div_ceil(g) * g) >> u, (height.div_ceil(g) * g) >> u);
         let c = self.arch.noise_channels;
-        let mut out = vec![Tensor::from_vec(
-            normal_noise(c * h * w, seed),
-            (1, c, h, w),
-            device,
-        )?];
+        let mut coarse = normal_noise(c * h * w, seed);
+        if self.arch.layout_noise > 0 {
+            coarse.extend(layout_noise(
+                self.arch.layout_noise,
+                h,
+                w,
+                self.arch.layout_scale,
+                seed ^ 0x6C61_796F_7574_6E73,
+            ));
+        }
+        let c = c + self.arch.layout_noise;
+        let mut out = vec![Tensor::from_vec(coarse, (1, c, h, w), device)?];
         let k = self.arch.scale_noise_channels;
         if k > 0 {
             for i in 1..=self.arch.upsamplings {
@@ -545,6 +626,35 @@ fn reflect_pad_end(x: &Tensor, dim: usize, extra: usize) -> Result<Tensor> {
         parts.push(x.narrow(dim, src, 1)?);
     }
     Tensor::cat(&parts, dim)
+}
+
+/// `channels` planes of `h` x `w` smooth noise: standard normal values on a grid `cell` pixels
+/// apart (h and w multiples of it), interpolated bilinearly between grid points at cell
+/// centres, wrapping round at the edges (so a tileable texture's layout wraps too).
+fn layout_noise(channels: usize, h: usize, w: usize, cell: usize, seed: u64) -> Vec<f32> {
+    let (gh, gw) = (h / cell, w / cell);
+    let grid = normal_noise(channels * gh * gw, seed);
+    // Grid point j sits at pixel (j + 0.5) * cell - 0.5; pixel i interpolates its two neighbours.
+    let taps = |i: usize, cells: usize| {
+        let t = (i as f32 + 0.5) / cell as f32 - 0.5;
+        let j = t.floor();
+        let f = t - j;
+        let j0 = (j as isize).rem_euclid(cells as isize) as usize;
+        ((j0, (j0 + 1) % cells), f)
+    };
+    let rows: Vec<_> = (0..h).map(|y| taps(y, gh)).collect();
+    let cols: Vec<_> = (0..w).map(|x| taps(x, gw)).collect();
+    let mut out = Vec::with_capacity(channels * h * w);
+    for plane in grid.chunks_exact(gh * gw) {
+        for &((r0, r1), fy) in &rows {
+            for &((c0, c1), fx) in &cols {
+                let top = plane[r0 * gw + c0] * (1.0 - fx) + plane[r0 * gw + c1] * fx;
+                let bottom = plane[r1 * gw + c0] * (1.0 - fx) + plane[r1 * gw + c1] * fx;
+                out.push(top * (1.0 - fy) + bottom * fy);
+            }
+        }
+    }
+    out
 }
 
 /// `n` standard normal values (Box-Muller over ChaCha8 uniforms).
@@ -774,6 +884,51 @@ mod tests {
                     assert!(d < 1e-2, "{w}x{h} {padding:?} band {band}: {d}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn layout_noise_is_smooth_wraps_round_and_feeds_the_generator() {
+        let (h, w, cell) = (16, 24, 8);
+        let v = layout_noise(2, h, w, cell, 7);
+        assert_eq!(v, layout_noise(2, h, w, cell, 7));
+        assert_ne!(v, layout_noise(2, h, w, cell, 8));
+        let at = |c: usize, y: usize, x: usize| v[(c * h + y) * w + x % w];
+        // Steps between neighbours, the wrap from the last column to the first included, are
+        // a fraction of the grid values' spread (i.i.d. noise: about 1.4).
+        let mut largest = 0f32;
+        for c in 0..2 {
+            for y in 0..h {
+                for x in 0..w {
+                    largest = largest.max((at(c, y, x + 1) - at(c, y, x)).abs());
+                }
+            }
+        }
+        assert!(largest < 0.6, "{largest}");
+        // Grid values sit between pixel centres 3 and 4 of each cell: the planes vary.
+        let spread = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(spread > 0.5, "{spread}");
+
+        let dev = Device::Cpu;
+        let arch = Architecture {
+            channels: 16,
+            residual_blocks: 1,
+            layout_noise: 2,
+            layout_scale: 4,
+            ..Architecture::texture()
+        };
+        assert_eq!(arch.granule(), 16);
+        let (g, _) = fresh(&arch, &dev, 2).unwrap();
+        let noise = g.noise(40, 20, 1, &dev).unwrap();
+        assert_eq!(noise[0].dims(), &[1, 18, 8, 12]);
+        let t = g.generate(40, 20, 1, true, &dev).unwrap();
+        assert_eq!(t.dims(), &[1, 3, 20, 40]);
+        for scale in [0, 1, 3, 128] {
+            let a = Architecture {
+                layout_scale: scale,
+                ..arch.clone()
+            };
+            assert!(a.validate().is_err(), "{scale}");
         }
     }
 

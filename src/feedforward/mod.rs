@@ -10,6 +10,7 @@ mod banded;
 mod conv;
 pub mod generator;
 pub mod model;
+mod norm;
 mod train;
 
 pub use banded::generation_bytes;

@@ -37,8 +37,11 @@ pub struct TrainOptions {
     pub crop: u32,
     /// Crops per step. Two or more turn the diversity term on.
     pub batch: usize,
-    /// Adam's step size on the generator's weights.
+    /// Adam's step size on the generator's weights, at the first step.
     pub learning_rate: f64,
+    /// The step size at the last step, as a fraction of `learning_rate`: it falls along a
+    /// half cosine over `steps` (1: constant).
+    pub learning_rate_end: f64,
     /// Diversity (Ulyanov et al. 2017): `-w * loss * log(mean squared feature distance)`
     /// between the batch's crops at `diversity_layer`, relative to the prior's loss so that the
     /// weight means the same for every prior. 0: off.
@@ -78,6 +81,7 @@ impl TrainOptions {
             crop: 256,
             batch: 2,
             learning_rate: 1e-2,
+            learning_rate_end: 1.0,
             diversity: 0.05,
             diversity_layer: "relu4_1".parse().expect("a layer"),
             loss_levels: 1,
@@ -131,6 +135,13 @@ impl TrainOptions {
                 Settings,
                 "--learning-rate must be in (0, 1), got {}",
                 self.learning_rate
+            );
+        }
+        if !(self.learning_rate_end > 0.0 && self.learning_rate_end <= 1.0) {
+            fail!(
+                Settings,
+                "--learning-rate-end must be in (0, 1], got {}",
+                self.learning_rate_end
             );
         }
         if !(self.diversity >= 0.0 && self.diversity.is_finite()) {
@@ -268,6 +279,15 @@ impl Adam {
         }
         Ok(())
     }
+}
+
+/// The step size of (0-based) step `step`: from `learning_rate` down to `learning_rate *
+/// learning_rate_end` along a half cosine, a function of the step alone, so a resumed run takes
+/// the same steps.
+fn learning_rate_at(opts: &TrainOptions, step: usize) -> f64 {
+    let progress = step as f64 / (opts.steps.max(2) - 1) as f64;
+    let fall = 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos());
+    opts.learning_rate * (opts.learning_rate_end + (1.0 - opts.learning_rate_end) * fall)
 }
 
 /// Trains a generator; with `resume`, continues that checkpoint (which must match the data and
@@ -441,6 +461,7 @@ pub fn train(
         let surrogate = (out * grad.detach())?.sum_all()?;
         let grads = surrogate.backward()?;
         let t3 = Instant::now();
+        adam.lr = learning_rate_at(opts, step);
         adam.update(&vars, &grads)?;
         let t4 = Instant::now();
         if !loss.is_finite() {
