@@ -262,6 +262,53 @@ fn generate_makes_any_size_deterministic_per_seed_and_different_across_seeds() {
     assert_eq!(sidecar["command"], "generate");
 }
 
+/// A generator with layout noise and a decaying learning rate trains through the command line,
+/// records both, and generates any size (tileable too), the same per seed.
+#[test]
+fn layout_noise_and_learning_rate_decay_train_and_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = common::fetched_image_at("gravel", 96, dir.path());
+    let model = dir.path().join("layout.safetensors");
+    let o = run(common::mrfsynth()
+        .args(["train", "--device", "cpu", "--steps", "3", "--crop", "64"])
+        .args(["--channels", "8", "--blocks", "1", "--layout-noise", "2"])
+        .args([
+            "--layout-scale",
+            "4",
+            "--learning-rate-end",
+            "0.1",
+            "--style",
+        ])
+        .arg(&sample)
+        .arg("-o")
+        .arg(&model));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sidecar = sidecar_of(&model);
+    let arch = &sidecar["model"]["architecture"];
+    assert_eq!(
+        (arch["layout_noise"].as_u64(), arch["layout_scale"].as_u64()),
+        (Some(2), Some(4))
+    );
+    assert_eq!(sidecar["options"]["learning_rate_end"].as_f64(), Some(0.1));
+    let out = |name: &str| dir.path().join(name);
+    for (name, seed, extra) in [
+        ("a.png", 1, &[][..]),
+        ("a2.png", 1, &[]),
+        ("t.png", 1, &["--tileable"]),
+    ] {
+        let o = generate(&model, "100x70", seed, &out(name), extra);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (a, a2, t) = (
+        load(&out("a.png")),
+        load(&out("a2.png")),
+        load(&out("t.png")),
+    );
+    assert_eq!((a.width, a.height), (100, 70));
+    assert_eq!(a.data, a2.data);
+    assert_eq!((t.width, t.height), (100, 70));
+}
+
 /// Two seeds' textures do not copy each other, and neither copies the sample; a 4096 px texture
 /// has no repetition at the period of the training crops.
 #[test]
@@ -538,6 +585,13 @@ fn train_refuses_architectures_and_loss_levels_it_cannot_use() {
         // 64 px crops: a third level would score 16 px images.
         (&["--loss-levels", "0"][..], None),
         (&["--loss-levels", "3"][..], None),
+        (&["--learning-rate-end", "0"][..], None),
+        (&["--learning-rate-end", "1.5"][..], None),
+        (&["--layout-noise", "4", "--layout-scale", "3"][..], None),
+        (&["--layout-scale", "8"][..], None),
+        (&["--layout-noise", "4"][..], Some(&photos)),
+        // A 32-cell layout grid makes the granule 128 px, more than the 64 px crop.
+        (&["--layout-noise", "4", "--layout-scale", "32"][..], None),
     ] {
         let mut cmd = common::mrfsynth();
         cmd.args(["train", "--device", "cpu", "--steps", "2", "--crop", "64"])

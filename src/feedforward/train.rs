@@ -663,6 +663,26 @@ fn level_loss_and_grad(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_learning_rate_falls_along_a_half_cosine_to_its_end() {
+        let opts = TrainOptions {
+            steps: 101,
+            learning_rate: 0.01,
+            learning_rate_end: 0.1,
+            ..TrainOptions::texture()
+        };
+        let at = |s| learning_rate_at(&opts, s);
+        assert!((at(0) - 0.01).abs() < 1e-12);
+        assert!((at(50) - 0.0055).abs() < 1e-12, "{}", at(50));
+        assert!((at(100) - 0.001).abs() < 1e-12, "{}", at(100));
+        assert!((1..=100).all(|s| at(s) < at(s - 1)));
+        let constant = TrainOptions {
+            learning_rate_end: 1.0,
+            ..opts
+        };
+        assert!((0..=100).all(|s| learning_rate_at(&constant, s) == 0.01));
+    }
+
     use super::*;
     use candle_core::Device;
 
