@@ -83,10 +83,13 @@ fn generate(model: &Path, size: &str, seed: u64, out: &Path, extra: &[&str]) -> 
 fn generator_weight_gradients_match_finite_differences() {
     let dev = Device::Cpu;
     for arch in [
+        // With layout noise (on a grid 2 coarse pixels apart, to keep the sizes small).
         Architecture {
             channels: 8,
             residual_blocks: 1,
             upsamplings: 2,
+            layout_noise: 2,
+            layout_scale: 2,
             ..Architecture::texture()
         },
         Architecture {

@@ -118,7 +118,7 @@ pub struct TrainArgs {
     /// Smooth noise channels joined to the generator's coarsest noise (textures): layouts larger than its reach follow them.
     #[arg(long, value_name = "N")]
     pub layout_noise: Option<usize>,
-    /// Spacing of the layout noise's grid in coarse pixels (a power of two, 2 to 64; default 8).
+    /// Spacing of the layout noise's grid in coarse pixels (a power of two, 2 to 64; default 16).
     #[arg(long, value_name = "N")]
     pub layout_scale: Option<usize>,
     /// Dilation of each residual block, comma-separated (one per block, powers of two up to 16; 1: plain).

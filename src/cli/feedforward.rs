@@ -98,9 +98,13 @@ fn options(a: &TrainArgs) -> Result<TrainOptions, CliError> {
             ));
         }
         o.architecture.layout_noise = v;
-        if v > 0 && o.architecture.layout_scale == 0 {
-            o.architecture.layout_scale = 8;
-        }
+        o.architecture.layout_scale = if v == 0 {
+            0
+        } else if o.architecture.layout_scale == 0 {
+            16
+        } else {
+            o.architecture.layout_scale
+        };
     }
     if let Some(v) = a.layout_scale {
         if o.architecture.layout_noise == 0 {
