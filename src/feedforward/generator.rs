@@ -324,9 +324,7 @@ impl InstanceNorm {
             shift: vb.get_with_hints(c, "bias", candle_nn::Init::Const(0.0))?,
         })
     }
-}
 
-impl InstanceNorm {
     /// The normalisation, then a ReLU when `relu`: one op of our own on the CPU, candle's ops
     /// elsewhere.
     fn forward_act(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
