@@ -266,7 +266,8 @@ fn generate_makes_any_size_deterministic_per_seed_and_different_across_seeds() {
 }
 
 /// A generator with layout noise and a decaying learning rate trains through the command line,
-/// records both, and generates any size (tileable too), the same per seed.
+/// records both, and generates any size, the same per seed; `--tileable` runs with it too (its
+/// seams are checked by `tileable_textures_wrap_around_seamlessly`, not here).
 #[test]
 fn layout_noise_and_learning_rate_decay_train_and_generate() {
     let dir = tempfile::tempdir().unwrap();
