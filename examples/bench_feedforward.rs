@@ -6,7 +6,7 @@
 //! `cargo run --release --example bench_feedforward -- [--textures brick,gravel] [--minutes 10]
 //! [--steps 450] [--crop 256] [--prior gram]
 //! [--upsamplings 2] [--channels 32] [--blocks 3] [--dilations 1,2,4] [--diversity 0.05]
-//! [--loss-levels 1] [--learning-rate 0.01] [--learning-rate-end 1]
+//! [--loss-levels 1] [--waves auto|off] [--learning-rate 0.01] [--learning-rate-end 1]
 //! [--layout-noise CHANNELS,SCALE] [--seed 0 (training)] [--out bench_feedforward]`
 //!
 //! Textures are the project's fetched test images (brick, grass, gravel, ihc) or image files
@@ -39,6 +39,7 @@ struct Args {
     blocks: Option<usize>,
     dilations: Option<Vec<usize>>,
     loss_levels: Option<usize>,
+    periodic: Option<bool>,
     learning_rate: Option<f64>,
     learning_rate_end: Option<f64>,
     layout_noise: Option<(usize, usize)>,
@@ -59,6 +60,7 @@ fn parse_args() -> anyhow::Result<Args> {
         blocks: None,
         dilations: None,
         loss_levels: None,
+        periodic: None,
         learning_rate: None,
         learning_rate_end: None,
         layout_noise: None,
@@ -87,6 +89,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 )
             }
             "--loss-levels" => a.loss_levels = Some(value()?.parse()?),
+            "--waves" => a.periodic = Some(value()? == "auto"),
             "--learning-rate" => a.learning_rate = Some(value()?.parse()?),
             "--learning-rate-end" => a.learning_rate_end = Some(value()?.parse()?),
             "--layout-noise" => {
@@ -221,6 +224,9 @@ fn main() -> anyhow::Result<()> {
         }
         if let Some(l) = args.loss_levels {
             o.loss_levels = l;
+        }
+        if let Some(p) = args.periodic {
+            o.periodic = p;
         }
         if let Some(r) = args.learning_rate {
             o.learning_rate = r;

@@ -111,7 +111,7 @@ fn generator_weight_gradients_match_finite_differences() {
         let g = Generator::new(&arch, VarBuilder::from_varmap(&varmap, DType::F64, &dev)).unwrap();
         let input = match arch.kind {
             mrfsynth::feedforward::GeneratorKind::Texture => g
-                .noise(40, 48, 3, &dev)
+                .noise(40, 48, 3, false, &dev)
                 .unwrap()
                 .into_iter()
                 .map(|t| t.to_dtype(DType::F64).unwrap())
@@ -311,6 +311,58 @@ fn layout_noise_and_learning_rate_decay_train_and_generate() {
     assert_eq!((a.width, a.height), (100, 70));
     assert_eq!(a.data, a2.data);
     assert_eq!((t.width, t.height), (100, 70));
+}
+
+/// Waves (on by default) find the brick sample's column period (36 px at its native 512 px,
+/// so about 18 px at 256) and record it as one wave along x; gravel has no sharp period and
+/// gets none, nor does brick with `--waves off`. The generator takes the waves' inputs at any
+/// size, tileable too.
+#[test]
+fn waves_follow_a_periodic_sample_and_skip_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(name);
+    for (name, flags, want) in [
+        ("brick", &[][..], Some(18.3)),
+        ("brick", &["--waves", "off"][..], None),
+        ("gravel", &["--waves", "auto"][..], None),
+    ] {
+        let sample = common::fetched_image_at(name, 256, dir.path());
+        let model = out(&format!("{name}.safetensors"));
+        let o = run(common::mrfsynth()
+            .args(["train", "--device", "cpu", "--steps", "2", "--crop", "64"])
+            .args(["--channels", "8", "--blocks", "1"])
+            .args(flags)
+            .arg("--style")
+            .arg(&sample)
+            .arg("-o")
+            .arg(&model));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let sidecar = sidecar_of(&model);
+        let waves = sidecar["model"]["architecture"]["waves"]
+            .as_array()
+            .cloned();
+        match want {
+            None => assert!(waves.is_none(), "{name} {flags:?}: {waves:?}"),
+            Some(period) => {
+                let waves = waves.unwrap_or_else(|| panic!("{name}: no waves recorded"));
+                assert_eq!(waves.len(), 1, "{waves:?}");
+                let (x, y) = (
+                    waves[0]["x"].as_f64().unwrap(),
+                    waves[0]["y"].as_f64().unwrap(),
+                );
+                assert!(
+                    (1.0 / x.hypot(y) - period).abs() < 1.0 && y.abs() < 0.2 * x,
+                    "{name}: wave {x}, {y}"
+                );
+                for (file, extra) in [("w.png", &[][..]), ("wt.png", &["--tileable"])] {
+                    let o = generate(&model, "100x70", 4, &out(file), extra);
+                    assert!(o.status.success(), "{}", stderr(&o));
+                    let img = load(&out(file));
+                    assert_eq!((img.width, img.height), (100, 70));
+                }
+            }
+        }
+    }
 }
 
 /// Two seeds' textures do not copy each other, and neither copies the sample; a 4096 px texture
@@ -594,6 +646,8 @@ fn train_refuses_architectures_and_loss_levels_it_cannot_use() {
         (&["--layout-noise", "4", "--layout-scale", "3"][..], None),
         (&["--layout-scale", "8"][..], None),
         (&["--layout-noise", "4"][..], Some(&photos)),
+        (&["--waves", "auto"][..], Some(&photos)),
+        (&["--waves", "yes"][..], None),
         // A 32-cell layout grid makes the granule 128 px, more than the 64 px crop.
         (&["--layout-noise", "4", "--layout-scale", "32"][..], None),
     ] {

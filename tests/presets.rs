@@ -128,6 +128,14 @@ fn the_fast_preset_cuts_the_finest_levels_iterations_to_20() {
 }
 
 #[test]
+fn the_coarse_style_weight_is_recorded_and_off_by_default() {
+    let p = sidecar_params(&["--coarse-style-weight", "3000"]);
+    assert_eq!(p["coarse_gram_weight"], 3000.0);
+    assert_eq!(p["gram_weight"], 300.0);
+    assert!(sidecar_params(&[])["coarse_gram_weight"].is_null());
+}
+
+#[test]
 fn explicit_flags_override_the_preset() {
     let p = sidecar_params(&[
         "--preset",
@@ -237,6 +245,8 @@ fn bad_preset_values_are_one_line_usage_errors() {
         ["--gc-bandwidth", "0"],
         ["--learning-rate", "0"],
         ["--finest-iterations", "0"],
+        ["--coarse-style-weight", "-1"],
+        ["--coarse-style-weight", "inf"],
     ] {
         let o = common::mrfsynth()
             .args(["--quiet", "texture", "-o"])

@@ -88,6 +88,10 @@ pub struct TrainArgs {
     /// the sample at half size, and so on (up to 4), so the loss sees larger layouts.
     #[arg(long, value_name = "N")]
     pub loss_levels: Option<usize>,
+    /// Periodic samples (textures): auto (the default) feeds the generator plane waves at the
+    /// sample's periods when its spectrum has sharp peaks (a brick wall's joints); off never does.
+    #[arg(long, value_name = "auto|off", value_parser = ["auto", "off"])]
+    pub waves: Option<String>,
     /// Gram weight per layer (neural-style's style weight).
     #[arg(long, value_name = "W")]
     pub style_weight: Option<f64>,
@@ -292,6 +296,10 @@ pub struct SynthArgs {
     /// 300 for mrf+gram).
     #[arg(long, value_name = "W")]
     pub style_weight: Option<f64>,
+    /// Gram weight on the pyramid's levels before the finest, where the layout forms (default:
+    /// --style-weight).
+    #[arg(long, value_name = "W")]
+    pub coarse_style_weight: Option<f64>,
     /// Gram layers (default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1 for gram, as neural-style;
     /// relu1_1,relu2_1,relu3_1,relu4_1 for mrf+gram, the layers the MRF pass computes anyway).
     #[arg(long, value_name = "LAYERS")]

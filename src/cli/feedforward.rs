@@ -123,6 +123,14 @@ fn options(a: &TrainArgs) -> Result<TrainOptions, CliError> {
     if let Some(v) = a.loss_levels {
         o.loss_levels = v;
     }
+    if let Some(v) = &a.waves {
+        if stylize && v == "auto" {
+            return Err(CliError::usage(
+                "--waves applies to texture generators only",
+            ));
+        }
+        o.periodic = v == "auto";
+    }
     if let Some(v) = a.checkpoint_every {
         o.checkpoint_every = v;
     }

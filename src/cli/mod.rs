@@ -300,6 +300,7 @@ fn params_for_prior(
         None => base.gram_layers.clone(),
     };
     p.gram_weight = a.style_weight.unwrap_or(base.gram_weight);
+    p.coarse_gram_weight = a.coarse_style_weight.or(base.coarse_gram_weight);
     p.width = width;
     p.height = height;
     p.levels = a.levels;

@@ -11,6 +11,8 @@ use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::waves::{self, Wave};
+
 /// What goes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -22,7 +24,7 @@ pub enum GeneratorKind {
 }
 
 /// The shape of a generator; stored in the model file and checked on load.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Architecture {
     pub kind: GeneratorKind,
     /// Noise channels at the coarsest scale (textures).
@@ -48,6 +50,10 @@ pub struct Architecture {
     /// Spacing of the layout noise's grid, in coarse pixels (a power of two, 2 to 64).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub layout_scale: usize,
+    /// Plane waves at the sample's periods (textures; [`super::waves`]): sin and cos of each,
+    /// at a phase drawn from the seed, joined to the coarsest noise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<Wave>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -71,6 +77,7 @@ impl Architecture {
             dilations: Vec::new(),
             layout_noise: 0,
             layout_scale: 0,
+            waves: Vec::new(),
         }
     }
 
@@ -86,6 +93,7 @@ impl Architecture {
             dilations: Vec::new(),
             layout_noise: 0,
             layout_scale: 0,
+            waves: Vec::new(),
         }
     }
 
@@ -104,6 +112,11 @@ impl Architecture {
         } else {
             1
         }
+    }
+
+    /// Channels of the coarsest input: noise, layout noise, then sin and cos of each wave.
+    pub fn coarse_inputs(&self) -> usize {
+        self.noise_channels + self.layout_noise + 2 * self.waves.len()
     }
 
     fn max_dilation(&self) -> usize {
@@ -135,6 +148,7 @@ impl Architecture {
                     self.noise_channels == 0
                         && self.scale_noise_channels == 0
                         && self.layout_noise == 0
+                        && self.waves.is_empty()
                 }
             };
         let dilations_ok = (self.dilations.is_empty()
@@ -145,7 +159,25 @@ impl Architecture {
                 .all(|d| d.is_power_of_two() && *d <= 16);
         let layout_ok = self.layout_noise == 0
             || (self.layout_scale.is_power_of_two() && (2..=64).contains(&self.layout_scale));
-        if !layout_ok {
+        // A wave must be sampled at least twice a period by the coarse grid, and no longer
+        // than an output could hold.
+        let cell = (1usize << self.upsamplings.min(5)) as f64;
+        let waves_ok = self.waves.len() <= waves::MAX_WAVES
+            && self.waves.iter().all(|w| {
+                let p = w.period();
+                w.x.is_finite()
+                    && w.y.is_finite()
+                    && p >= (2.0 * cell).max(waves::MIN_PERIOD)
+                    && p <= 65_536.0
+            });
+        if !waves_ok {
+            Err(format!(
+                "at most {} waves, each with a period of {} to 65536 px and at least two coarse pixels, got {:?}",
+                waves::MAX_WAVES,
+                waves::MIN_PERIOD,
+                self.waves
+            ))
+        } else if !layout_ok {
             Err(format!(
                 "the layout noise's grid must be 2, 4, ... or 64 coarse pixels apart, got {}",
                 self.layout_scale
@@ -426,7 +458,7 @@ impl Generator {
         let mut encoder = Vec::new();
         match arch.kind {
             GeneratorKind::Texture => encoder.push(ConvBlock::new(
-                arch.noise_channels + arch.layout_noise,
+                arch.coarse_inputs(),
                 coarse,
                 1,
                 vb.pp("enc0"),
@@ -529,11 +561,13 @@ impl Generator {
 
     /// The noise of `seed` for an output of (at least) `width` x `height`: standard normal
     /// values from ChaCha8, at the coarsest scale and (with scale noise) at each finer one.
+    /// With `tileable`, the waves are rounded to whole cycles over the output.
     pub fn noise(
         &self,
         width: usize,
         height: usize,
         seed: u64,
+        tileable: bool,
         device: &Device,
     ) -> Result<Vec<Tensor>> {
         let g = self.arch.granule();
@@ -550,7 +584,15 @@ impl Generator {
                 seed ^ 0x6C61_796F_7574_6E73,
             ));
         }
-        let c = c + self.arch.layout_noise;
+        coarse.extend(waves::wave_planes(
+            &self.arch.waves,
+            h,
+            w,
+            1 << u,
+            seed ^ 0x7761_7665_7370_6861,
+            tileable,
+        ));
+        let c = self.arch.coarse_inputs();
         let mut out = vec![Tensor::from_vec(coarse, (1, c, h, w), device)?];
         let k = self.arch.scale_noise_channels;
         if k > 0 {
@@ -586,7 +628,7 @@ impl Generator {
         } else {
             Padding::Reflect
         };
-        let noise = self.noise(width, height, seed, device)?;
+        let noise = self.noise(width, height, seed, tileable, device)?;
         // On the CPU in bands of rows: a 4096 px texture in 2.4 GB instead of 9.8 GB (measured).
         let out = if device.is_cpu() {
             self.infer_banded(&noise, padding, super::banded::BAND_ROWS)?
@@ -772,7 +814,7 @@ mod tests {
         ] {
             let (g, _) = fresh(&arch, &dev, 1).unwrap();
             let x = match input {
-                None => g.noise(64, 48, 7, &dev).unwrap(),
+                None => g.noise(64, 48, 7, false, &dev).unwrap(),
                 Some(()) => vec![Tensor::from_vec(
                     normal_noise(3 * 32 * 40, 2)
                         .iter()
@@ -844,7 +886,7 @@ mod tests {
         let (g, _) = fresh(&arch, &dev, 2).unwrap();
         let t = g.generate(50, 37, 1, false, &dev).unwrap();
         assert_eq!(t.dims(), &[1, 3, 37, 50]);
-        let noise = g.noise(48, 32, 3, &dev).unwrap();
+        let noise = g.noise(48, 32, 3, false, &dev).unwrap();
         for padding in [Padding::Reflect, Padding::Circular] {
             let whole = g.infer(&noise, padding).unwrap();
             let trained = g.forward(&noise, padding).unwrap();
@@ -872,7 +914,7 @@ mod tests {
         let (g, _) = fresh(&arch, &dev, 3).unwrap();
         // Sizes with one coarse row (a 2-row first stage) and bands that do not divide them.
         for (w, h) in [(72, 56), (40, 8)] {
-            let noise = g.noise(w, h, 9, &dev).unwrap();
+            let noise = g.noise(w, h, 9, false, &dev).unwrap();
             for padding in [Padding::Reflect, Padding::Circular] {
                 let whole = g.infer(&noise, padding).unwrap();
                 for band in [1, 5, 64] {
@@ -917,7 +959,7 @@ mod tests {
         };
         assert_eq!(arch.granule(), 16);
         let (g, _) = fresh(&arch, &dev, 2).unwrap();
-        let noise = g.noise(40, 20, 1, &dev).unwrap();
+        let noise = g.noise(40, 20, 1, false, &dev).unwrap();
         assert_eq!(noise[0].dims(), &[1, 18, 8, 12]);
         let t = g.generate(40, 20, 1, true, &dev).unwrap();
         assert_eq!(t.dims(), &[1, 3, 20, 40]);
@@ -955,7 +997,7 @@ mod tests {
         let (g, _) = fresh(&arch, &dev, 1).unwrap();
         // A circularly padded network is translation-equivariant on the torus: rolling the
         // noise by one coarse cell rolls the output by the granule.
-        let noise = g.noise(32, 32, 5, &dev).unwrap();
+        let noise = g.noise(32, 32, 5, false, &dev).unwrap();
         // Roll each scale's noise by its share of 4 output px (one coarse cell).
         let rolled: Vec<Tensor> = noise
             .iter()

@@ -12,6 +12,7 @@ pub mod generator;
 pub mod model;
 mod norm;
 mod train;
+pub mod waves;
 
 pub use banded::generation_bytes;
 pub use generator::{Architecture, Generator, GeneratorKind, Padding};

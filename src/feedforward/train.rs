@@ -52,6 +52,11 @@ pub struct TrainOptions {
     /// by another factor of 2, scored against the sample scaled alike (as the optimisation's
     /// pyramid sees it), so the loss sees layouts larger than the network's view at full size.
     pub loss_levels: usize,
+    /// Feed the generator plane waves at the sample's periods when its spectrum has sharp
+    /// peaks (textures; [`super::waves`]). The detected waves join the architecture. On by
+    /// default: brick's generator went from SWD 1,556 to 449-609 with them (README), and the
+    /// other benchmark samples have no sharp period, so they get none.
+    pub periodic: bool,
     /// Save a checkpoint (weights and optimiser state) every this many steps (0: never).
     pub checkpoint_every: usize,
     #[serde(skip)]
@@ -85,6 +90,7 @@ impl TrainOptions {
             diversity: 0.05,
             diversity_layer: "relu4_1".parse().expect("a layer"),
             loss_levels: 1,
+            periodic: true,
             checkpoint_every: 100,
             checkpoint: None,
             seed: 0,
@@ -106,6 +112,7 @@ impl TrainOptions {
             batch: 2,
             learning_rate: 1e-2,
             diversity: 0.0,
+            periodic: false,
             ..Self::texture()
         }
     }
@@ -302,7 +309,7 @@ pub fn train(
     opts.validate()?;
     let started = Instant::now();
     let device = vgg.device().clone();
-    let arch = &opts.architecture;
+    let mut arch = opts.architecture.clone();
     let want_kind = match data {
         TrainData::Texture { .. } => GeneratorKind::Texture,
         TrainData::Stylize { photos, .. } => {
@@ -333,8 +340,36 @@ pub fn train(
             crate::image_io::scale_to_long_side(style, long.max(16))
         }
     };
+    if let (true, Some(m)) = (opts.periodic && arch.waves.is_empty(), &resume) {
+        // A checkpoint keeps the waves it was trained with (detected again, they would be the
+        // same for the same sample; a checkpoint from before waves has none).
+        arch.waves = m.info.architecture.waves.clone();
+    } else if opts.periodic && arch.kind == GeneratorKind::Texture && arch.waves.is_empty() {
+        // Waves the coarse grid cannot sample twice a period would alias: left out.
+        let shortest = (2usize << arch.upsamplings) as f64;
+        arch.waves = super::waves::dominant_waves(&style)
+            .into_iter()
+            .filter(|w| w.period() >= shortest)
+            .collect();
+        let periods: Vec<String> = arch
+            .waves
+            .iter()
+            .map(|w| {
+                format!(
+                    "{:.1} px at {:.0} degrees",
+                    w.period(),
+                    w.y.atan2(w.x).to_degrees()
+                )
+            })
+            .collect();
+        observer.note(&if periods.is_empty() {
+            "no sharp period in the sample: no waves".to_string()
+        } else {
+            format!("the sample's periods, fed as waves: {}", periods.join(", "))
+        });
+    }
     let info = ModelInfo {
-        architecture: arch.clone(),
+        architecture: arch,
         prior: opts.params.prior.name().to_string(),
         sample_sha256: sample_checksum(data.style()),
         sample_width: data.style().width,
@@ -359,7 +394,7 @@ pub fn train(
             (model, adam, resumed_at)
         }
         None => {
-            let (generator, varmap) = generator::fresh(arch, &device, opts.seed)?;
+            let (generator, varmap) = generator::fresh(&info.architecture, &device, opts.seed)?;
             let model = Model {
                 info: info.clone(),
                 generator,
@@ -431,7 +466,11 @@ pub fn train(
         let (input, contents) = match data {
             TrainData::Texture { .. } => {
                 let noise = (0..opts.batch)
-                    .map(|_| model.generator.noise(crop, crop, rng.random(), &device))
+                    .map(|_| {
+                        model
+                            .generator
+                            .noise(crop, crop, rng.random(), false, &device)
+                    })
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 // One batch per scale.
                 let scales = (0..noise[0].len())

@@ -235,6 +235,9 @@ pub struct Params {
     pub gram_layers: Vec<LayerId>,
     /// Gram weight per layer (neural-style's style weight).
     pub gram_weight: f64,
+    /// Gram weight on the levels before the finest (None: `gram_weight`). The coarse levels lay
+    /// the texture out; a stronger pull to the sample's proportions there copies less.
+    pub coarse_gram_weight: Option<f64>,
     /// Transfer: keep the content's colours (luminance-only transfer).
     pub original_colors: bool,
     /// Make a seamless tile: circular padding in the network, patches and TV across the border.
@@ -328,6 +331,7 @@ impl Default for Params {
             prior: PriorKind::Mrf,
             gram_layers: LayerId::parse_list(DEFAULT_GRAM_LAYERS).expect("valid names"),
             gram_weight: 1e2,
+            coarse_gram_weight: None,
             original_colors: false,
             tileable: false,
             mrf_layers: LayerId::parse_list("relu3_1,relu4_1").expect("valid names"),
@@ -539,14 +543,23 @@ impl Params {
         if self.prior.uses_gram() && self.gram_layers.is_empty() {
             fail!(Settings, "at least one Gram layer is needed");
         }
-        if !self.gram_weight.is_finite() || self.gram_weight < 0.0 {
-            fail!(
-                Settings,
-                "--gram-weight must be a finite number >= 0, got {}",
-                self.gram_weight
-            );
+        for (name, w) in [
+            ("--style-weight", Some(self.gram_weight)),
+            ("--coarse-style-weight", self.coarse_gram_weight),
+        ] {
+            if let Some(w) = w.filter(|w| !w.is_finite() || *w < 0.0) {
+                fail!(Settings, "{name} must be a finite number >= 0, got {w}");
+            }
         }
         Ok(())
+    }
+
+    /// Gram weight of a level.
+    pub fn level_gram_weight(&self, finest: bool) -> f64 {
+        match self.coarse_gram_weight {
+            Some(w) if !finest => w,
+            _ => self.gram_weight,
+        }
     }
 
     /// Iterations of a level.
@@ -573,5 +586,26 @@ impl Params {
             .chain(gram)
             .max()
             .expect("validated: some style layer")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_gram_weight_applies_before_the_finest_level_only() {
+        let mut p = Params::default();
+        assert_eq!(
+            (p.level_gram_weight(false), p.level_gram_weight(true)),
+            (1e2, 1e2)
+        );
+        p.coarse_gram_weight = Some(3e3);
+        assert_eq!(
+            (p.level_gram_weight(false), p.level_gram_weight(true)),
+            (3e3, 1e2)
+        );
+        p.coarse_gram_weight = Some(f64::NAN);
+        assert!(p.validate().is_err());
     }
 }

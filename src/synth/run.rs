@@ -94,6 +94,7 @@ pub fn run(
         let level_start = Instant::now();
         let level_params = Params {
             iterations: params.level_iterations(li + 1 == levels.len()),
+            gram_weight: params.level_gram_weight(li + 1 == levels.len()),
             ..params.clone()
         };
         let params = &level_params;
