@@ -200,7 +200,7 @@ fn main() -> anyhow::Result<()> {
         let m_opt = metrics::compute_with(vgg, &opt_img, &reference, None, &mopts)?;
 
         // Training.
-        let mut o = TrainOptions::texture();
+        let mut o = TrainOptions::texture_for(&sample, 1.0);
         o.steps = args.steps;
         o.crop = args.crop;
         // The prior's own defaults, as `mrfsynth train --prior P` sets them (mrf+gram: Gram on
@@ -225,8 +225,8 @@ fn main() -> anyhow::Result<()> {
         if let Some(l) = args.loss_levels {
             o.loss_levels = l;
         }
-        if let Some(p) = args.periodic {
-            o.periodic = p;
+        if args.periodic == Some(false) {
+            o.architecture.waves.clear();
         }
         if let Some(r) = args.learning_rate {
             o.learning_rate = r;

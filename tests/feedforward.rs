@@ -313,10 +313,11 @@ fn layout_noise_and_learning_rate_decay_train_and_generate() {
     assert_eq!((t.width, t.height), (100, 70));
 }
 
-/// Waves (on by default) find the brick sample's column period (36 px at its native 512 px,
-/// so about 18 px at 256) and record it as one wave along x; gravel has no sharp period and
-/// gets none, nor does brick with `--waves off`. The generator takes the waves' inputs at any
-/// size, tileable too.
+/// The texture defaults fit the sample: brick's column period (36 px at its native 512 px, so
+/// about 18 px at 256) is found and recorded as one wave along x, with a constant step and no
+/// layout noise; gravel has no sharp period and gets layout noise and a falling step instead;
+/// `--waves off` drops brick's wave. The generator takes the waves' inputs at any size,
+/// tileable too.
 #[test]
 fn waves_follow_a_periodic_sample_and_skip_others() {
     let dir = tempfile::tempdir().unwrap();
@@ -338,9 +339,20 @@ fn waves_follow_a_periodic_sample_and_skip_others() {
             .arg(&model));
         assert!(o.status.success(), "{}", stderr(&o));
         let sidecar = sidecar_of(&model);
-        let waves = sidecar["model"]["architecture"]["waves"]
-            .as_array()
-            .cloned();
+        let arch = &sidecar["model"]["architecture"];
+        let waves = arch["waves"].as_array().cloned();
+        let periodic = name == "brick";
+        assert_eq!(
+            (arch["layout_noise"].as_u64(), arch["layout_scale"].as_u64()),
+            if periodic {
+                (None, None)
+            } else {
+                (Some(4), Some(16))
+            },
+            "{name}"
+        );
+        let end = sidecar["options"]["learning_rate_end"].as_f64().unwrap();
+        assert_eq!(end, if periodic { 1.0 } else { 0.05 }, "{name}");
         match want {
             None => assert!(waves.is_none(), "{name} {flags:?}: {waves:?}"),
             Some(period) => {
@@ -644,7 +656,8 @@ fn train_refuses_architectures_and_loss_levels_it_cannot_use() {
         (&["--learning-rate-end", "0"][..], None),
         (&["--learning-rate-end", "1.5"][..], None),
         (&["--layout-noise", "4", "--layout-scale", "3"][..], None),
-        (&["--layout-scale", "8"][..], None),
+        // Gravel is not periodic, so layout noise is on by default: turned off, no scale.
+        (&["--layout-noise", "0", "--layout-scale", "8"][..], None),
         (&["--layout-noise", "4"][..], Some(&photos)),
         (&["--waves", "auto"][..], Some(&photos)),
         (&["--waves", "yes"][..], None),

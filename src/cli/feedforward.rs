@@ -17,13 +17,14 @@ use super::{
     sidecar_path, CliError, IMAGE_EXTS,
 };
 
-/// The training options the flags ask for, over the defaults of the kind of model.
-fn options(a: &TrainArgs) -> Result<TrainOptions, CliError> {
+/// The training options the flags ask for, over the defaults of the kind of model (for a
+/// texture, fitted to the sample: [`TrainOptions::texture_for`]).
+fn options(a: &TrainArgs, style: &RgbImageF32) -> Result<TrainOptions, CliError> {
     let stylize = a.content_dir.is_some();
     let mut o = if stylize {
         TrainOptions::stylize()
     } else {
-        TrainOptions::texture()
+        TrainOptions::texture_for(style, a.style_scale)
     };
     let prior: PriorKind = match &a.prior {
         Some(p) => p
@@ -108,7 +109,9 @@ fn options(a: &TrainArgs) -> Result<TrainOptions, CliError> {
     }
     if let Some(v) = a.layout_scale {
         if o.architecture.layout_noise == 0 {
-            return Err(CliError::usage("--layout-scale needs --layout-noise"));
+            return Err(CliError::usage(
+                "--layout-scale needs layout noise (--layout-noise N; on by default unless the sample is periodic)",
+            ));
         }
         o.architecture.layout_scale = v;
     }
@@ -129,7 +132,9 @@ fn options(a: &TrainArgs) -> Result<TrainOptions, CliError> {
                 "--waves applies to texture generators only",
             ));
         }
-        o.periodic = v == "auto";
+        if v == "off" {
+            o.architecture.waves.clear();
+        }
     }
     if let Some(v) = a.checkpoint_every {
         o.checkpoint_every = v;
@@ -156,9 +161,12 @@ pub fn train(
     interrupted: Arc<AtomicBool>,
 ) -> Result<(), CliError> {
     check_output(&a.output, &["safetensors"])?;
-    let opts = options(&a)?;
-    let mut progress = Progress::new(quiet, interrupted, None, a.output.clone());
     let style = load_image(&a.style, "--style")?;
+    let opts = options(&a, &style)?;
+    let mut progress = Progress::new(quiet, interrupted, None, a.output.clone());
+    if a.content_dir.is_none() {
+        progress.say(&format!("note: {}", sample_fit(&opts.architecture)));
+    }
     let photos = match &a.content_dir {
         Some(dir) => Some(load_photos(dir, &progress)?),
         None => None,
@@ -213,6 +221,25 @@ pub fn train(
         report.seconds
     ));
     Ok(())
+}
+
+/// What the texture defaults made of the sample, for a note.
+fn sample_fit(arch: &feedforward::Architecture) -> String {
+    if !arch.waves.is_empty() {
+        let periods: Vec<String> = arch
+            .waves
+            .iter()
+            .map(|w| {
+                let degrees = w.y.atan2(w.x).to_degrees();
+                format!("{:.1} px at {degrees:.0} degrees", w.period())
+            })
+            .collect();
+        format!("a periodic sample: plane waves at {}", periods.join(", "))
+    } else if arch.layout_noise > 0 {
+        "no sharp period in the sample: layout noise and a falling step (see --waves)".to_string()
+    } else {
+        "no waves, no layout noise".to_string()
+    }
 }
 
 fn write_sidecar(output: &Path, value: &serde_json::Value) -> Result<(), CliError> {

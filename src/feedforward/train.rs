@@ -52,11 +52,6 @@ pub struct TrainOptions {
     /// by another factor of 2, scored against the sample scaled alike (as the optimisation's
     /// pyramid sees it), so the loss sees layouts larger than the network's view at full size.
     pub loss_levels: usize,
-    /// Feed the generator plane waves at the sample's periods when its spectrum has sharp
-    /// peaks (textures; [`super::waves`]). The detected waves join the architecture. On by
-    /// default: brick's generator went from SWD 1,556 to 449-609 with them (README), and the
-    /// other benchmark samples have no sharp period, so they get none.
-    pub periodic: bool,
     /// Save a checkpoint (weights and optimiser state) every this many steps (0: never).
     pub checkpoint_every: usize,
     #[serde(skip)]
@@ -90,11 +85,39 @@ impl TrainOptions {
             diversity: 0.05,
             diversity_layer: "relu4_1".parse().expect("a layer"),
             loss_levels: 1,
-            periodic: true,
             checkpoint_every: 100,
             checkpoint: None,
             seed: 0,
         }
+    }
+
+    /// [`Self::texture`] fitted to the sample (as the priors see it, at `style_scale`):
+    ///
+    /// - a periodic sample (sharp peaks in its spectrum, [`super::waves`]) gets plane waves at
+    ///   its periods: brick's generator went from SWD 1,556 to 449-609 with them;
+    /// - any other gets layout noise (4 channels, 16 coarse px apart) and a step falling to
+    ///   1/20: ihc 1,619 -> 1,344, riverstones 1,193 -> 1,110, gravel 753-778 -> 726, grass
+    ///   1,216 -> 1,082. Both break brick (2,315), and the falling step costs it with waves too
+    ///   (874), so a periodic sample keeps the plain generator's constant step.
+    ///
+    /// (README, "Periodic samples" and "Faster steps, a learning-rate decay and layout noise".)
+    pub fn texture_for(sample: &RgbImageF32, style_scale: f32) -> Self {
+        let mut o = Self::texture();
+        let seen = crate::synth::augment::scaled(sample, style_scale);
+        // Waves the coarse grid cannot sample twice a period would alias: left out.
+        let shortest = (2usize << o.architecture.upsamplings) as f64;
+        let waves: Vec<_> = super::waves::dominant_waves(&seen)
+            .into_iter()
+            .filter(|w| w.period() >= shortest)
+            .collect();
+        if waves.is_empty() {
+            o.architecture.layout_noise = 4;
+            o.architecture.layout_scale = 16;
+            o.learning_rate_end = 0.05;
+        } else {
+            o.architecture.waves = waves;
+        }
+        o
     }
 
     /// Style transfer network defaults (Johnson et al. 2016 with neural-style's weights).
@@ -112,7 +135,6 @@ impl TrainOptions {
             batch: 2,
             learning_rate: 1e-2,
             diversity: 0.0,
-            periodic: false,
             ..Self::texture()
         }
     }
@@ -309,7 +331,7 @@ pub fn train(
     opts.validate()?;
     let started = Instant::now();
     let device = vgg.device().clone();
-    let mut arch = opts.architecture.clone();
+    let arch = &opts.architecture;
     let want_kind = match data {
         TrainData::Texture { .. } => GeneratorKind::Texture,
         TrainData::Stylize { photos, .. } => {
@@ -340,36 +362,8 @@ pub fn train(
             crate::image_io::scale_to_long_side(style, long.max(16))
         }
     };
-    if let (true, Some(m)) = (opts.periodic && arch.waves.is_empty(), &resume) {
-        // A checkpoint keeps the waves it was trained with (detected again, they would be the
-        // same for the same sample; a checkpoint from before waves has none).
-        arch.waves = m.info.architecture.waves.clone();
-    } else if opts.periodic && arch.kind == GeneratorKind::Texture && arch.waves.is_empty() {
-        // Waves the coarse grid cannot sample twice a period would alias: left out.
-        let shortest = (2usize << arch.upsamplings) as f64;
-        arch.waves = super::waves::dominant_waves(&style)
-            .into_iter()
-            .filter(|w| w.period() >= shortest)
-            .collect();
-        let periods: Vec<String> = arch
-            .waves
-            .iter()
-            .map(|w| {
-                format!(
-                    "{:.1} px at {:.0} degrees",
-                    w.period(),
-                    w.y.atan2(w.x).to_degrees()
-                )
-            })
-            .collect();
-        observer.note(&if periods.is_empty() {
-            "no sharp period in the sample: no waves".to_string()
-        } else {
-            format!("the sample's periods, fed as waves: {}", periods.join(", "))
-        });
-    }
     let info = ModelInfo {
-        architecture: arch,
+        architecture: arch.clone(),
         prior: opts.params.prior.name().to_string(),
         sample_sha256: sample_checksum(data.style()),
         sample_width: data.style().width,
@@ -394,7 +388,7 @@ pub fn train(
             (model, adam, resumed_at)
         }
         None => {
-            let (generator, varmap) = generator::fresh(&info.architecture, &device, opts.seed)?;
+            let (generator, varmap) = generator::fresh(arch, &device, opts.seed)?;
             let model = Model {
                 info: info.clone(),
                 generator,
