@@ -59,6 +59,28 @@ fn sidecar_of(model: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(model.with_extension("json")).unwrap()).unwrap()
 }
 
+/// `train` on the CPU, 64 px crops, a small generator (8 channels, one block), `steps` steps
+/// and `flags`; asserts success and returns the sidecar.
+fn train_small(sample: &Path, model: &Path, steps: usize, flags: &[&str]) -> serde_json::Value {
+    let o = run(common::mrfsynth()
+        .args(["train", "--device", "cpu", "--crop", "64"])
+        .args([
+            "--steps",
+            &steps.to_string(),
+            "--channels",
+            "8",
+            "--blocks",
+            "1",
+        ])
+        .args(flags)
+        .arg("--style")
+        .arg(sample)
+        .arg("-o")
+        .arg(model));
+    assert!(o.status.success(), "{flags:?}: {}", stderr(&o));
+    sidecar_of(model)
+}
+
 fn generate(model: &Path, size: &str, seed: u64, out: &Path, extra: &[&str]) -> Output {
     run(common::mrfsynth()
         .arg("generate")
@@ -273,21 +295,15 @@ fn layout_noise_and_learning_rate_decay_train_and_generate() {
     let dir = tempfile::tempdir().unwrap();
     let sample = common::fetched_image_at("gravel", 96, dir.path());
     let model = dir.path().join("layout.safetensors");
-    let o = run(common::mrfsynth()
-        .args(["train", "--device", "cpu", "--steps", "3", "--crop", "64"])
-        .args(["--channels", "8", "--blocks", "1", "--layout-noise", "2"])
-        .args([
-            "--layout-scale",
-            "4",
-            "--learning-rate-end",
-            "0.1",
-            "--style",
-        ])
-        .arg(&sample)
-        .arg("-o")
-        .arg(&model));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let sidecar = sidecar_of(&model);
+    let flags = [
+        "--layout-noise",
+        "2",
+        "--layout-scale",
+        "4",
+        "--learning-rate-end",
+        "0.1",
+    ];
+    let sidecar = train_small(&sample, &model, 3, &flags);
     let arch = &sidecar["model"]["architecture"];
     assert_eq!(
         (arch["layout_noise"].as_u64(), arch["layout_scale"].as_u64()),
@@ -329,16 +345,7 @@ fn waves_follow_a_periodic_sample_and_skip_others() {
     ] {
         let sample = common::fetched_image_at(name, 256, dir.path());
         let model = out(&format!("{name}.safetensors"));
-        let o = run(common::mrfsynth()
-            .args(["train", "--device", "cpu", "--steps", "2", "--crop", "64"])
-            .args(["--channels", "8", "--blocks", "1"])
-            .args(flags)
-            .arg("--style")
-            .arg(&sample)
-            .arg("-o")
-            .arg(&model));
-        assert!(o.status.success(), "{}", stderr(&o));
-        let sidecar = sidecar_of(&model);
+        let sidecar = train_small(&sample, &model, 2, flags);
         let arch = &sidecar["model"]["architecture"];
         let waves = arch["waves"].as_array().cloned();
         let periodic = name == "brick";

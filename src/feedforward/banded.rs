@@ -170,7 +170,7 @@ pub fn generation_bytes(arch: &Architecture, width: u32, height: u32) -> u64 {
     let u = arch.upsamplings as u32;
     // Floats per output pixel of a map with c channels at 1/2^s of the output size.
     let at = |c: usize, s: u32| c as f64 / 4f64.powi(s as i32);
-    let mut noise = at(arch.noise_channels + arch.layout_noise, u);
+    let mut noise = at(arch.coarse_inputs(), u);
     for s in 0..u {
         noise += at(arch.scale_noise_channels, s);
     }

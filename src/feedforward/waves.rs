@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::image_io::RgbImageF32;
 use crate::metrics::fft::{Complex, Plan2};
+use crate::metrics::lattice::luminance;
 
 /// A plane wave: cycles per output pixel along x and y.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -56,13 +57,8 @@ pub fn dominant_waves(sample: &RgbImageF32) -> Vec<Wave> {
         return Vec::new();
     }
     let (x0, y0) = ((w - c) / 2, (h - c) / 2);
-    let n = w * h;
-    let luma = |x: usize, y: usize| {
-        let i = (y0 + y) * w + x0 + x;
-        0.299 * sample.data[i] as f64
-            + 0.587 * sample.data[n + i] as f64
-            + 0.114 * sample.data[2 * n + i] as f64
-    };
+    let full = luminance(sample);
+    let luma = |x: usize, y: usize| full[(y0 + y) * w + x0 + x];
     let mean = (0..c)
         .flat_map(|y| (0..c).map(move |x| (x, y)))
         .map(|(x, y)| luma(x, y))
