@@ -89,7 +89,13 @@ fn parse_args() -> anyhow::Result<Args> {
                 )
             }
             "--loss-levels" => a.loss_levels = Some(value()?.parse()?),
-            "--waves" => a.periodic = Some(value()? == "auto"),
+            "--waves" => {
+                a.periodic = Some(match value()?.as_str() {
+                    "auto" => true,
+                    "off" => false,
+                    v => anyhow::bail!("--waves takes auto or off, got {v:?}"),
+                })
+            }
             "--learning-rate" => a.learning_rate = Some(value()?.parse()?),
             "--learning-rate-end" => a.learning_rate_end = Some(value()?.parse()?),
             "--layout-noise" => {

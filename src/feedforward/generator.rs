@@ -119,6 +119,13 @@ impl Architecture {
         self.noise_channels + self.layout_noise + 2 * self.waves.len()
     }
 
+    /// The shortest wave period this generator takes, in output px: its coarse grid must
+    /// sample a wave at least twice a period (and [`waves::MIN_PERIOD`] is the shortest read).
+    pub fn min_wave_period(&self) -> f64 {
+        let cell = (1usize << self.upsamplings.min(5)) as f64;
+        (2.0 * cell).max(waves::MIN_PERIOD)
+    }
+
     fn max_dilation(&self) -> usize {
         self.dilations.iter().copied().max().unwrap_or(1)
     }
@@ -159,16 +166,10 @@ impl Architecture {
                 .all(|d| d.is_power_of_two() && *d <= 16);
         let layout_ok = self.layout_noise == 0
             || (self.layout_scale.is_power_of_two() && (2..=64).contains(&self.layout_scale));
-        // A wave must be sampled at least twice a period by the coarse grid, and no longer
-        // than an output could hold.
-        let cell = (1usize << self.upsamplings.min(5)) as f64;
         let waves_ok = self.waves.len() <= waves::MAX_WAVES
             && self.waves.iter().all(|w| {
                 let p = w.period();
-                w.x.is_finite()
-                    && w.y.is_finite()
-                    && p >= (2.0 * cell).max(waves::MIN_PERIOD)
-                    && p <= 65_536.0
+                w.x.is_finite() && w.y.is_finite() && p >= self.min_wave_period() && p <= 65_536.0
             });
         if !waves_ok {
             Err(format!(

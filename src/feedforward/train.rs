@@ -105,7 +105,7 @@ impl TrainOptions {
         let mut o = Self::texture();
         let seen = crate::synth::augment::scaled(sample, style_scale);
         // Waves the coarse grid cannot sample twice a period would alias: left out.
-        let shortest = (2usize << o.architecture.upsamplings) as f64;
+        let shortest = o.architecture.min_wave_period();
         let waves: Vec<_> = super::waves::dominant_waves(&seen)
             .into_iter()
             .filter(|w| w.period() >= shortest)

@@ -85,12 +85,10 @@ pub fn dominant_waves(sample: &RgbImageF32) -> Vec<Wave> {
             i as f64 - c as f64
         }
     };
-    let radius = |i: usize| {
-        let (ky, kx) = (freq(i / c), freq(i % c));
-        ky.hypot(kx)
-    };
+    // Each bin's distance from the origin, in cycles per c px (read for every bin per wave).
+    let radius: Vec<f64> = (0..c * c).map(|i| freq(i / c).hypot(freq(i % c))).collect();
     let (r_min, r_max) = (1.0 / MAX_PERIOD_FRACTION, c as f64 / MIN_PERIOD);
-    let in_band = |i: usize| (r_min..=r_max).contains(&radius(i));
+    let in_band = |i: usize| (r_min..=r_max).contains(&radius[i]);
     let mut waves: Vec<Wave> = Vec::new();
     let mut candidates: Vec<usize> = (1..c * c).filter(|&i| in_band(i)).collect();
     while waves.len() < MAX_WAVES {
@@ -100,9 +98,9 @@ pub fn dominant_waves(sample: &RgbImageF32) -> Vec<Wave> {
         else {
             break;
         };
-        let r = radius(best);
+        let r = radius[best];
         let mut ring: Vec<f64> = (1..c * c)
-            .filter(|&i| in_band(i) && (radius(i) - r).abs() < 0.75)
+            .filter(|&i| in_band(i) && (radius[i] - r).abs() < 0.75)
             .map(|i| power[i])
             .collect();
         ring.sort_by(f64::total_cmp);
@@ -115,7 +113,8 @@ pub fn dominant_waves(sample: &RgbImageF32) -> Vec<Wave> {
             refine(&power, c, best, true, freq(best / c)),
             refine(&power, c, best, false, freq(best % c)),
         );
-        // A wave and its negative are the same input (up to the phase): keep x >= 0.
+        // A wave and its negative carry the same information (the sine negated, the cosine
+        // the same): store one form, x >= 0.
         let sign = if kx < 0.0 || (kx == 0.0 && ky < 0.0) {
             -1.0
         } else {
