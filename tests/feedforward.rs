@@ -451,6 +451,8 @@ fn resume_continues_a_checkpoint_and_refuses_a_mismatched_one() {
     let copy = dir.path().join("resume.safetensors");
     std::fs::copy(model, &copy).unwrap();
     let sample = dir.path().join("gravel_192.png");
+    // Only --steps: the architecture, crops, schedule and seed are the checkpoint's, not the
+    // defaults (which would be a larger generator on 256 px crops).
     let o = run(common::mrfsynth()
         .args([
             "train",
@@ -459,25 +461,31 @@ fn resume_continues_a_checkpoint_and_refuses_a_mismatched_one() {
             "--steps",
             &(STEPS + 3).to_string(),
         ])
-        .args([
-            "--crop",
-            &CROP.to_string(),
-            "--channels",
-            "32",
-            "--blocks",
-            "2",
-        ])
-        .args(["--checkpoint-every", "25", "--resume"])
+        .arg("--resume")
         .arg(&copy)
         .arg("--style")
         .arg(&sample)
         .arg("-o")
         .arg(&copy));
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming at step"), "{}", stderr(&o));
     let sidecar = sidecar_of(&copy);
+    let first = sidecar_of(model);
     assert_eq!(sidecar["report"]["resumed_at"], STEPS);
     assert_eq!(sidecar["model"]["steps"], STEPS + 3);
     assert_eq!(sidecar["report"]["losses"].as_array().unwrap().len(), 3);
+    assert_eq!(sidecar["options"]["crop"], CROP);
+    for key in ["learning_rate_end", "diversity", "checkpoint_every", "seed"] {
+        assert_eq!(sidecar["options"][key], first["options"][key], "{key}");
+    }
+    assert_eq!(
+        sidecar["options"]["params"]["gram_weight"],
+        first["options"]["params"]["gram_weight"]
+    );
+    assert_eq!(
+        sidecar["model"]["architecture"],
+        first["model"]["architecture"]
+    );
 
     // Another sample, or another architecture: refused with exit code 3, nothing written.
     let other = common::fetched_image_at("brick", 96, dir.path());

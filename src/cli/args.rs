@@ -104,9 +104,9 @@ pub struct TrainArgs {
     /// Total-variation weight (default 1e-3).
     #[arg(long, value_name = "W")]
     pub tv_weight: Option<f64>,
-    /// Scale of the style image (texture: relative to its own size; style transfer: to the crop's).
-    #[arg(long, default_value_t = 1.0)]
-    pub style_scale: f32,
+    /// Scale of the style image (texture: relative to its own size; style transfer: to the crop's; default 1).
+    #[arg(long, value_name = "F")]
+    pub style_scale: Option<f32>,
     /// Channels at the generator's coarsest scale.
     #[arg(long, value_name = "N")]
     pub channels: Option<usize>,
@@ -131,12 +131,13 @@ pub struct TrainArgs {
     /// Write a checkpoint (weights and optimiser state, to the output path) every N steps (0: never).
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<usize>,
-    /// Continue training from this checkpoint (it must match the sample, prior and architecture).
+    /// Continue training from this checkpoint: its architecture, prior and settings (flags
+    /// given change them; architecture, prior and sample must match).
     #[arg(long, value_name = "MODEL.safetensors")]
     pub resume: Option<PathBuf>,
-    /// Random seed (initial weights, noise and crops).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Random seed (initial weights, noise and crops; default 0, or the checkpoint's).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
     /// Compute device: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto", value_parser = clap::value_parser!(DeviceSpec))]
     pub device: DeviceSpec,

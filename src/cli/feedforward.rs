@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mrfsynth::feedforward::{self, Model, TrainData, TrainOptions};
+use mrfsynth::feedforward::{self, Model, ModelInfo, TrainData, TrainOptions};
 use mrfsynth::image_io::{self, RgbImageF32};
 use mrfsynth::synth::{Params, Preset, PriorKind, GRAM_CONTENT_WEIGHT};
 use mrfsynth::vgg::{Pooling, Precision};
@@ -18,26 +18,38 @@ use super::{
 };
 
 /// The training options the flags ask for, over the defaults of the kind of model (for a
-/// texture, fitted to the sample: [`TrainOptions::texture_for`]).
-fn options(a: &TrainArgs, style: &RgbImageF32) -> Result<TrainOptions, CliError> {
+/// texture, fitted to the sample: [`TrainOptions::texture_for`]) or, resuming, over the
+/// checkpoint's own settings.
+fn options(
+    a: &TrainArgs,
+    style: &RgbImageF32,
+    resume: Option<&ModelInfo>,
+) -> Result<TrainOptions, CliError> {
     let stylize = a.content_dir.is_some();
-    let mut o = if stylize {
-        TrainOptions::stylize()
-    } else {
-        TrainOptions::texture_for(style, a.style_scale)
+    let mut o = match resume {
+        Some(info) => TrainOptions::resuming(info)?,
+        None if stylize => TrainOptions::stylize(),
+        None => TrainOptions::texture_for(style, a.style_scale.unwrap_or(1.0)),
     };
-    let prior: PriorKind = match &a.prior {
-        Some(p) => p
-            .parse()
-            .map_err(|e: String| CliError::usage(format!("--prior: {e}")))?,
-        None => PriorKind::Gram,
+    let mut params = match (resume, &a.prior) {
+        (Some(_), None) => o.params.clone(),
+        (_, prior) => {
+            let prior: PriorKind = match prior {
+                Some(p) => p
+                    .parse()
+                    .map_err(|e: String| CliError::usage(format!("--prior: {e}")))?,
+                None => PriorKind::Gram,
+            };
+            let mut params = Params::preset_for(Preset::Default, prior);
+            if prior == PriorKind::Gram {
+                params.content_weight = GRAM_CONTENT_WEIGHT;
+            }
+            params
+        }
     };
-    let mut params = Params::preset_for(Preset::Default, prior);
-    params.content_weight = match (a.content_weight, prior) {
-        (Some(w), _) => w,
-        (None, PriorKind::Gram) => GRAM_CONTENT_WEIGHT,
-        (None, _) => params.content_weight,
-    };
+    if let Some(w) = a.content_weight {
+        params.content_weight = w;
+    }
     if let Some(w) = a.style_weight {
         params.gram_weight = w;
     }
@@ -47,11 +59,15 @@ fn options(a: &TrainArgs, style: &RgbImageF32) -> Result<TrainOptions, CliError>
     if let Some(w) = a.tv_weight {
         params.tv_weight = w;
     }
-    params.style_scale = a.style_scale;
-    params.seed = a.seed;
+    if let Some(s) = a.style_scale {
+        params.style_scale = s;
+    }
+    if let Some(seed) = a.seed {
+        o.seed = seed;
+    }
+    params.seed = o.seed;
     params.validate()?;
     o.params = params;
-    o.seed = a.seed;
     if let Some(v) = a.steps {
         o.steps = v;
     }
@@ -162,18 +178,23 @@ pub fn train(
 ) -> Result<(), CliError> {
     check_output(&a.output, &["safetensors"])?;
     let style = load_image(&a.style, "--style")?;
-    let opts = options(&a, &style)?;
+    let dev = device(a.device)?;
+    let resume = match &a.resume {
+        Some(p) => Some(Model::load(p, &dev)?),
+        None => None,
+    };
+    let opts = options(&a, &style, resume.as_ref().map(|m| &m.info))?;
     let mut progress = Progress::new(quiet, interrupted, None, a.output.clone());
-    if a.content_dir.is_none() {
+    if let Some(m) = &resume {
+        progress.say(&format!(
+            "note: resuming at step {} of {} with the checkpoint's architecture and settings",
+            m.info.steps, opts.steps
+        ));
+    } else if a.content_dir.is_none() {
         progress.say(&format!("note: {}", sample_fit(&opts.architecture)));
     }
     let photos = match &a.content_dir {
         Some(dir) => Some(load_photos(dir, &progress)?),
-        None => None,
-    };
-    let dev = device(a.device)?;
-    let resume = match &a.resume {
-        Some(p) => Some(Model::load(p, &dev)?),
         None => None,
     };
     let (weights, vgg) = load_network(

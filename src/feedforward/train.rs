@@ -139,6 +139,72 @@ impl TrainOptions {
         }
     }
 
+    /// The options a checkpoint was trained with, so that `--resume` continues that training
+    /// (its architecture, prior and weights, crops, schedule and seed) rather than starting
+    /// from today's defaults, which may differ from those the checkpoint was made under.
+    /// Settings the file does not record keep the defaults of its kind.
+    pub fn resuming(info: &ModelInfo) -> Result<Self> {
+        let mut o = match info.architecture.kind {
+            GeneratorKind::Texture => Self::texture(),
+            GeneratorKind::Stylize => Self::stylize(),
+        };
+        o.architecture = info.architecture.clone();
+        let prior: PriorKind = info
+            .prior
+            .parse()
+            .map_err(|e: String| Error::Model(format!("the checkpoint's prior: {e}")))?;
+        let t = &info.training;
+        let num = |v: &serde_json::Value, key: &str| v.get(key).and_then(|x| x.as_f64());
+        let whole = |key: &str| t.get(key).and_then(|x| x.as_u64());
+        let p = t.get("params").cloned().unwrap_or_default();
+        let mut params = crate::synth::Params::preset_for(crate::synth::Preset::Default, prior);
+        if let Some(w) = num(&p, "content_weight") {
+            params.content_weight = w;
+        }
+        if let Some(w) = num(&p, "gram_weight") {
+            params.gram_weight = w;
+        }
+        if let Some(w) = num(&p, "mrf_weight") {
+            params.mrf_weight = w;
+        }
+        if let Some(w) = num(&p, "tv_weight") {
+            params.tv_weight = w;
+        }
+        if let Some(s) = num(&p, "style_scale") {
+            params.style_scale = s as f32;
+        }
+        o.params = params;
+        if let Some(v) = whole("steps") {
+            o.steps = v as usize;
+        }
+        if let Some(v) = whole("crop") {
+            o.crop = v as u32;
+        }
+        if let Some(v) = whole("batch") {
+            o.batch = v as usize;
+        }
+        if let Some(v) = num(t, "learning_rate") {
+            o.learning_rate = v;
+        }
+        if let Some(v) = num(t, "learning_rate_end") {
+            o.learning_rate_end = v;
+        }
+        if let Some(v) = num(t, "diversity") {
+            o.diversity = v;
+        }
+        if let Some(v) = whole("loss_levels") {
+            o.loss_levels = v as usize;
+        }
+        if let Some(v) = whole("checkpoint_every") {
+            o.checkpoint_every = v as usize;
+        }
+        if let Some(v) = whole("seed") {
+            o.seed = v;
+            o.params.seed = v;
+        }
+        Ok(o)
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.architecture.validate().map_err(Error::Settings)?;
         let g = self.architecture.granule() as u32;
