@@ -20,7 +20,9 @@
 //!   "not run (reason)", one that fails as "failed (its error line)".
 //! * Figures, per image x method x seed: `swd` (the library's SWD, seed 0), `swd_alt` (the same
 //!   distance along other random directions, seed [`ALT_SEED`], [`ALT_PROJECTIONS`] a layer: a
-//!   figure no prior was tuned on), copy score (mean and max crop NCC), patch coverage (mean of
+//!   figure no prior was tuned on), copy score (mean and max crop NCC), copy between seeds
+//!   (each later seed's output against the first seed's: above 0.5 the seeds make the same
+//!   texture), patch coverage (mean of
 //!   relu3_1 and relu4_1), colour-histogram distance, lattice (the output's periodicity minus
 //!   the sample's, `metrics::lattice`) and the subprocess's wall time.
 //! * Outputs in `--out` (default `out/bench_quality`): `IMAGE_METHOD_SEED.png`, `results.json`
@@ -159,6 +161,9 @@ struct Run {
     swd_alt: Option<f64>,
     copy_mean: Option<f64>,
     copy_max: Option<f64>,
+    /// Copy score against the same method's output for the first seed of the same image:
+    /// above 0.5, the seeds make the same texture (a layout fixed by the sample, not the seed).
+    copy_between_seeds: Option<f64>,
     coverage: Option<f64>,
     colour: Option<f64>,
     /// Periodicity of the output minus the sample's: above about 0.1, a visible lattice.
@@ -183,6 +188,7 @@ impl Run {
             swd_alt: None,
             copy_mean: None,
             copy_max: None,
+            copy_between_seeds: None,
             coverage: None,
             colour: None,
             lattice: None,
@@ -362,6 +368,12 @@ fn main() -> anyhow::Result<()> {
                                     run.status = "failed".into();
                                     run.reason = Some(format!("scoring: {e:#}"));
                                 }
+                            }
+                            let first = runs.iter().find(|r| {
+                                r.image == run.image && r.method == run.method && r.status == "ok"
+                            });
+                            if let (Some(first), "ok") = (first, run.status.as_str()) {
+                                run.copy_between_seeds = Some(between_seeds(first, &out, &opts)?);
                             }
                             match run.status.as_str() {
                                 "ok" => eprintln!(
@@ -696,6 +708,14 @@ fn score(
     Ok(())
 }
 
+/// Copy score of the output at `out` against an earlier seed's output `first`.
+fn between_seeds(first: &Run, out: &Path, opts: &MetricsOptions) -> anyhow::Result<f64> {
+    let earlier = first.output.as_deref().context("an ok run has an output")?;
+    let a = load_rgb(out, &LoadLimits::default())?;
+    let b = load_rgb(Path::new(earlier), &LoadLimits::default())?;
+    Ok(metrics::copy::copy_score(&a, &b, opts.copy_crop, opts.copy_grid).score)
+}
+
 /// The interpreter with torch, the port's script and its weights, or why not.
 fn port_availability() -> Availability {
     let script =
@@ -871,17 +891,18 @@ fn cell_status(runs: &[&Run]) -> Option<String> {
 
 type Features = BTreeMap<LayerId, (Vec<f32>, usize, usize)>;
 
-type Columns = [fn(&Run) -> Option<f64>; 7];
+type Columns = [fn(&Run) -> Option<f64>; 8];
 const COLUMNS: Columns = [
     |r| r.swd,
     |r| r.swd_alt,
     |r| r.copy_mean,
+    |r| r.copy_between_seeds,
     |r| r.coverage,
     |r| r.colour,
     |r| r.lattice,
     |r| r.seconds,
 ];
-const DECIMALS: [usize; 7] = [1, 1, 3, 3, 4, 3, 1];
+const DECIMALS: [usize; 8] = [1, 1, 3, 3, 3, 4, 3, 1];
 
 fn print_table(samples: &[Sample], methods: &[Method], runs: &[Run]) {
     let select = |image: &str, method: &str| -> Vec<&Run> {
@@ -891,14 +912,14 @@ fn print_table(samples: &[Sample], methods: &[Method], runs: &[Run]) {
     };
     println!();
     println!(
-        "| image | method | SWD | SWD-alt | copy (mean/max) | coverage | colour | lattice | s |"
+        "| image | method | SWD | SWD-alt | copy (mean/max) | between seeds | coverage | colour | lattice | s |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in samples {
         for m in methods {
             let rs = select(&s.name, &m.label);
             if let Some(status) = cell_status(&rs) {
-                println!("| {} | {} | {status} | | | | | | |", s.name, m.label);
+                println!("| {} | {} | {status} | | | | | | | |", s.name, m.label);
                 continue;
             }
             let ok: Vec<&Run> = rs.iter().copied().filter(|r| r.status == "ok").collect();
@@ -908,7 +929,7 @@ fn print_table(samples: &[Sample], methods: &[Method], runs: &[Run]) {
                 String::new()
             };
             println!(
-                "| {} | {}{note} | {} | {} | {}/{} | {} | {} | {} | {} |",
+                "| {} | {}{note} | {} | {} | {}/{} | {} | {} | {} | {} | {} |",
                 s.name,
                 m.label,
                 fmt(mean_of(&ok, COLUMNS[0]), DECIMALS[0]),
@@ -919,6 +940,7 @@ fn print_table(samples: &[Sample], methods: &[Method], runs: &[Run]) {
                 fmt(mean_of(&ok, COLUMNS[4]), DECIMALS[4]),
                 fmt(mean_of(&ok, COLUMNS[5]), DECIMALS[5]),
                 fmt(mean_of(&ok, COLUMNS[6]), DECIMALS[6]),
+                fmt(mean_of(&ok, COLUMNS[7]), DECIMALS[7]),
             );
         }
     }
@@ -926,10 +948,10 @@ fn print_table(samples: &[Sample], methods: &[Method], runs: &[Run]) {
     println!();
     println!("Mean over images (each image's mean over seeds):");
     println!();
-    println!("| method | images | SWD | SWD-alt | copy | coverage | colour | lattice | s |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| method | images | SWD | SWD-alt | copy | between seeds | coverage | colour | lattice | s |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for m in methods {
-        let per_image: Vec<[Option<f64>; 7]> = samples
+        let per_image: Vec<[Option<f64>; 8]> = samples
             .iter()
             .filter_map(|s| {
                 let ok: Vec<&Run> = select(&s.name, &m.label)
