@@ -218,8 +218,10 @@ pub fn run(
     if let (true, Task::Transfer { content }) = (params.original_colors, &task) {
         image = crate::color::keep_luminance(&image, &resize(content, image.width, image.height));
     }
-    // Patch priors can regrow the sample itself (its corners anchor the layout): measure it,
-    // and say so when a texture copies more than it makes.
+    // Patch priors can regrow the sample itself: the network's zero padding marks the borders
+    // of both images, so the output's borders match the sample's and anchor its layout, the
+    // same for every seed and start (circular padding, --tileable, has no borders). Measure
+    // it, and say so when a texture copies more than it makes.
     // Its FFTs hold three spectra of the sample's padded size: skipped for huge samples.
     let copy_score = (matches!(task, Task::Texture)
         && styles[0].pixel_count() <= COPY_MAX_SAMPLE_PIXELS)
@@ -227,7 +229,7 @@ pub fn run(
     let mut notes = notes;
     if let Some(c) = copy_score.filter(|&c| c > COPY_WARNING) {
         let n = format!(
-            "the output copies regions of the sample (copy score {c:.2} > {COPY_WARNING}): try --init noise, another --seed or a larger --size"
+            "the output copies regions of the sample (copy score {c:.2} > {COPY_WARNING}): its layout follows the sample's borders, the same for every seed; --tileable lays out a new one per seed"
         );
         observer.note(&n);
         notes.push(n);
