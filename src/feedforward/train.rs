@@ -154,54 +154,33 @@ impl TrainOptions {
             .parse()
             .map_err(|e: String| Error::Model(format!("the checkpoint's prior: {e}")))?;
         let t = &info.training;
-        let num = |v: &serde_json::Value, key: &str| v.get(key).and_then(|x| x.as_f64());
-        let whole = |key: &str| t.get(key).and_then(|x| x.as_u64());
         let p = t.get("params").cloned().unwrap_or_default();
+        // A value the file records, else the default given.
+        let real = |v: &serde_json::Value, key: &str, or: f64| {
+            v.get(key).and_then(|x| x.as_f64()).unwrap_or(or)
+        };
+        let whole = |key: &str, or: usize| {
+            t.get(key)
+                .and_then(|x| x.as_u64())
+                .map_or(or, |x| x as usize)
+        };
         let mut params = crate::synth::Params::preset_for(crate::synth::Preset::Default, prior);
-        if let Some(w) = num(&p, "content_weight") {
-            params.content_weight = w;
-        }
-        if let Some(w) = num(&p, "gram_weight") {
-            params.gram_weight = w;
-        }
-        if let Some(w) = num(&p, "mrf_weight") {
-            params.mrf_weight = w;
-        }
-        if let Some(w) = num(&p, "tv_weight") {
-            params.tv_weight = w;
-        }
-        if let Some(s) = num(&p, "style_scale") {
-            params.style_scale = s as f32;
-        }
+        params.content_weight = real(&p, "content_weight", params.content_weight);
+        params.gram_weight = real(&p, "gram_weight", params.gram_weight);
+        params.mrf_weight = real(&p, "mrf_weight", params.mrf_weight);
+        params.tv_weight = real(&p, "tv_weight", params.tv_weight);
+        params.style_scale = real(&p, "style_scale", params.style_scale as f64) as f32;
         o.params = params;
-        if let Some(v) = whole("steps") {
-            o.steps = v as usize;
-        }
-        if let Some(v) = whole("crop") {
-            o.crop = v as u32;
-        }
-        if let Some(v) = whole("batch") {
-            o.batch = v as usize;
-        }
-        if let Some(v) = num(t, "learning_rate") {
-            o.learning_rate = v;
-        }
-        if let Some(v) = num(t, "learning_rate_end") {
-            o.learning_rate_end = v;
-        }
-        if let Some(v) = num(t, "diversity") {
-            o.diversity = v;
-        }
-        if let Some(v) = whole("loss_levels") {
-            o.loss_levels = v as usize;
-        }
-        if let Some(v) = whole("checkpoint_every") {
-            o.checkpoint_every = v as usize;
-        }
-        if let Some(v) = whole("seed") {
-            o.seed = v;
-            o.params.seed = v;
-        }
+        o.steps = whole("steps", o.steps);
+        o.crop = whole("crop", o.crop as usize) as u32;
+        o.batch = whole("batch", o.batch);
+        o.learning_rate = real(t, "learning_rate", o.learning_rate);
+        o.learning_rate_end = real(t, "learning_rate_end", o.learning_rate_end);
+        o.diversity = real(t, "diversity", o.diversity);
+        o.loss_levels = whole("loss_levels", o.loss_levels);
+        o.checkpoint_every = whole("checkpoint_every", o.checkpoint_every);
+        o.seed = t.get("seed").and_then(|x| x.as_u64()).unwrap_or(o.seed);
+        o.params.seed = o.seed;
         Ok(o)
     }
 
