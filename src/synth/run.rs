@@ -219,9 +219,9 @@ pub fn run(
         image = crate::color::keep_luminance(&image, &resize(content, image.width, image.height));
     }
     // Patch priors can regrow the sample itself: the network's zero padding marks the borders
-    // of both images, so the output's borders match the sample's and anchor its layout, the
-    // same for every seed and start (circular padding, --tileable, has no borders). Measure
-    // it, and say so when a texture copies more than it makes.
+    // of both images, so the output's borders match the sample's and anchor its layout, much
+    // the same for every seed and start (circular padding, --tileable, has no borders).
+    // Measure it, and say so when a texture copies more than it makes.
     // Its FFTs hold three spectra of the sample's padded size: skipped for huge samples.
     let copy_score = (matches!(task, Task::Texture)
         && styles[0].pixel_count() <= COPY_MAX_SAMPLE_PIXELS)
@@ -229,7 +229,7 @@ pub fn run(
     let mut notes = notes;
     if let Some(c) = copy_score.filter(|&c| c > COPY_WARNING) {
         let n = format!(
-            "the output copies regions of the sample (copy score {c:.2} > {COPY_WARNING}): its layout follows the sample's borders, the same for every seed; --tileable lays out a new one per seed"
+            "the output copies regions of the sample (copy score {c:.2} > {COPY_WARNING}): the sample's borders anchor its layout, and another seed or start moves it little; --tileable lays out a new one per seed"
         );
         observer.note(&n);
         notes.push(n);
