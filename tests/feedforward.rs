@@ -478,10 +478,12 @@ fn resume_continues_a_checkpoint_and_refuses_a_mismatched_one() {
     for key in ["learning_rate_end", "diversity", "checkpoint_every", "seed"] {
         assert_eq!(sidecar["options"][key], first["options"][key], "{key}");
     }
-    assert_eq!(
-        sidecar["options"]["params"]["gram_weight"],
-        first["options"]["params"]["gram_weight"]
-    );
+    for key in ["gram_weight", "gram_layers", "tv_weight"] {
+        assert_eq!(
+            sidecar["options"]["params"][key], first["options"]["params"][key],
+            "{key}"
+        );
+    }
     assert_eq!(
         sidecar["model"]["architecture"],
         first["model"]["architecture"]
@@ -512,6 +514,44 @@ fn resume_continues_a_checkpoint_and_refuses_a_mismatched_one() {
         assert!(stderr(&o).contains("different"), "{}", stderr(&o));
         assert!(!target.exists());
     }
+}
+
+/// A resumed run keeps the loss and schedule its checkpoint was trained with (Gram layers, TV
+/// weight, falling step, seed) when the flags do not name them again.
+#[test]
+fn resume_keeps_the_checkpoints_loss_and_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = common::fetched_image_at("gravel", 96, dir.path());
+    let model = dir.path().join("g.safetensors");
+    let first = train_small(
+        &sample,
+        &model,
+        2,
+        &[
+            "--gram-layers",
+            "relu1_1,relu2_1",
+            "--tv-weight",
+            "0.01",
+            "--learning-rate-end",
+            "0.5",
+            "--seed",
+            "7",
+        ],
+    );
+    let again = train_small(&sample, &model, 3, &["--resume", model.to_str().unwrap()]);
+    assert_eq!(again["report"]["resumed_at"], 2);
+    assert_eq!(
+        again["options"]["params"]["gram_layers"],
+        serde_json::json!(["relu1_1", "relu2_1"])
+    );
+    for key in ["gram_layers", "tv_weight"] {
+        assert_eq!(
+            again["options"]["params"][key], first["options"]["params"][key],
+            "{key}"
+        );
+    }
+    assert_eq!(again["options"]["learning_rate_end"], 0.5);
+    assert_eq!(again["options"]["seed"], 7);
 }
 
 /// A generation whose estimated peak memory exceeds `--max-memory` is refused before it starts:
@@ -676,6 +716,8 @@ fn train_refuses_architectures_and_loss_levels_it_cannot_use() {
         (&["--layout-noise", "4"][..], Some(&photos)),
         (&["--waves", "auto"][..], Some(&photos)),
         (&["--waves", "yes"][..], None),
+        (&["--gram-layers", "relu9_1"][..], None),
+        (&["--gram-layers", ","][..], None),
         // A 32-cell layout grid makes the granule 128 px, more than the 64 px crop.
         (&["--layout-noise", "4", "--layout-scale", "32"][..], None),
     ] {

@@ -95,6 +95,9 @@ pub struct TrainArgs {
     /// Gram weight per layer (neural-style's style weight).
     #[arg(long, value_name = "W")]
     pub style_weight: Option<f64>,
+    /// Gram layers, comma-separated (default: relu1_1..relu5_1 for gram, relu1_1..relu4_1 for mrf+gram).
+    #[arg(long, value_name = "LAYERS")]
+    pub gram_layers: Option<String>,
     /// Weight per layer of the patch prior (mrf, gc).
     #[arg(long, value_name = "W")]
     pub mrf_weight: Option<f64>,

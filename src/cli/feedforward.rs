@@ -13,7 +13,7 @@ use mrfsynth::vgg::{Pooling, Precision};
 use super::args::{GenerateArgs, StylizeArgs, TrainArgs};
 use super::progress::Progress;
 use super::{
-    check_output, device, exit, failure, image_files, load_image, load_network, parse_size,
+    check_output, device, exit, failure, image_files, layers, load_image, load_network, parse_size,
     sidecar_path, CliError, IMAGE_EXTS,
 };
 
@@ -52,6 +52,9 @@ fn options(
     }
     if let Some(w) = a.style_weight {
         params.gram_weight = w;
+    }
+    if let Some(l) = &a.gram_layers {
+        params.gram_layers = layers(l, "--gram-layers")?;
     }
     if let Some(w) = a.mrf_weight {
         params.mrf_weight = w;

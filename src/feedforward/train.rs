@@ -170,6 +170,12 @@ impl TrainOptions {
         params.mrf_weight = real(&p, "mrf_weight", params.mrf_weight);
         params.tv_weight = real(&p, "tv_weight", params.tv_weight);
         params.style_scale = real(&p, "style_scale", params.style_scale as f64) as f32;
+        let names = p.get("gram_layers").and_then(|x| x.as_array());
+        if let Some(names) = names {
+            let names: Vec<&str> = names.iter().filter_map(|n| n.as_str()).collect();
+            params.gram_layers = LayerId::parse_list(&names.join(","))
+                .map_err(|e| Error::Model(format!("the checkpoint's Gram layers: {e}")))?;
+        }
         o.params = params;
         o.steps = whole("steps", o.steps);
         o.crop = whole("crop", o.crop as usize) as u32;
