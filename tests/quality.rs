@@ -181,19 +181,13 @@ fn the_default_and_the_gc_prior_do_not_regrow_the_sample_at_its_own_size() {
 /// Luminance averaged over `k` x `k` blocks: the layout of an image without its detail.
 fn layout(img: &RgbImageF32, k: usize) -> Vec<f64> {
     let (w, h) = (img.width as usize, img.height as usize);
-    let planes = [img.plane(0), img.plane(1), img.plane(2)];
+    let luma = metrics::lattice::luminance(img);
     let mut out = Vec::with_capacity((w / k) * (h / k));
     for by in 0..h / k {
         for bx in 0..w / k {
-            let mut sum = 0.0;
-            for y in by * k..(by + 1) * k {
-                for x in bx * k..(bx + 1) * k {
-                    let i = y * w + x;
-                    sum += 0.299 * planes[0][i] as f64
-                        + 0.587 * planes[1][i] as f64
-                        + 0.114 * planes[2][i] as f64;
-                }
-            }
+            let sum: f64 = (by * k..(by + 1) * k)
+                .flat_map(|y| luma[y * w + bx * k..y * w + (bx + 1) * k].iter())
+                .sum();
             out.push(sum / (k * k) as f64);
         }
     }

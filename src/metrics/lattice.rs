@@ -56,7 +56,7 @@ pub fn periodicity(img: &RgbImageF32) -> f64 {
 }
 
 /// Rec. 601 luminance of each pixel, row-major.
-pub(crate) fn luminance(img: &RgbImageF32) -> Vec<f64> {
+pub fn luminance(img: &RgbImageF32) -> Vec<f64> {
     let n = img.pixel_count();
     (0..n)
         .map(|i| {
