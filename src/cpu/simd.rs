@@ -90,6 +90,9 @@ pub fn split_phases(level: Level, row: &[f32], m: usize, n: usize, out: &mut [f3
     if level.isa() == Isa::Avx512 && m == 4 {
         // SAFETY: AVX-512 is present; the bounds were checked above.
         k0 = unsafe { split4_avx512(row, n, out, stride) };
+    } else if level.isa() == Isa::Avx2 && m == 4 {
+        // SAFETY: AVX2 is present; the bounds were checked above.
+        k0 = unsafe { split4_avx2(row, n, out, stride) };
     }
     for q in 0..m {
         let len = if q < 2 { n + 1 } else { n };
@@ -151,6 +154,69 @@ unsafe fn split4_avx512(row: &[f32], n: usize, out: &mut [f32], stride: usize) -
     k
 }
 
+/// Transposes four rows of 4x4 blocks, one block per 128-bit lane: lane l of output q holds
+/// element q of lane l of each input, in input order (its own inverse).
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose4_in_lanes(
+    r: [std::arch::x86_64::__m256; 4],
+) -> [std::arch::x86_64::__m256; 4] {
+    use std::arch::x86_64::*;
+    let (t0, t1) = (_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]));
+    let (t2, t3) = (_mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3]));
+    [
+        _mm256_shuffle_ps::<0x44>(t0, t2),
+        _mm256_shuffle_ps::<0xEE>(t0, t2),
+        _mm256_shuffle_ps::<0x44>(t1, t3),
+        _mm256_shuffle_ps::<0xEE>(t1, t3),
+    ]
+}
+
+/// The 8-block chunks of [`split_phases`] for m = 4 on AVX2 (whose shuffles stay within
+/// 128-bit lanes: the blocks are paired across lanes first); returns the lanes done.
+///
+/// # Safety
+/// The CPU has AVX2; `row` holds at least 4 * n values and `out` at least 3 * stride + n.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn split4_avx2(row: &[f32], n: usize, out: &mut [f32], stride: usize) -> usize {
+    use std::arch::x86_64::*;
+    debug_assert!(row.len() >= 4 * n && out.len() >= 3 * stride + n);
+    let (src, dst) = (row.as_ptr(), out.as_mut_ptr());
+    let mut k = 0;
+    while k + 8 <= n {
+        // SAFETY: k + 8 <= n, so the 32 values 4k..4k+32 (blocks k..k+8) lie inside `row`.
+        let (a, b, c, d) = unsafe {
+            let p = src.add(4 * k);
+            (
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            )
+        };
+        // Lanes (block j | block j + 4) for j = 0..4, then one transpose gives the phases.
+        // SAFETY: AVX2 is present (this function's contract).
+        let phases = unsafe {
+            transpose4_in_lanes([
+            _mm256_permute2f128_ps::<0x20>(a, c),
+            _mm256_permute2f128_ps::<0x31>(a, c),
+            _mm256_permute2f128_ps::<0x20>(b, d),
+            _mm256_permute2f128_ps::<0x31>(b, d),
+            ])
+        };
+        for (q, v) in phases.into_iter().enumerate() {
+            // SAFETY: lanes k..k+8 of phase q end at 3 * stride + k + 8 <= 3 * stride + n.
+            unsafe { _mm256_storeu_ps(dst.add(q * stride + k), v) };
+        }
+        k += 8;
+    }
+    k
+}
+
 /// The inverse of [`split_phases`] with bias and ReLU: `row[m * k + q] = act(cols[q * stride +
 /// k] + bias)` for every index of `row` (m is 2 or 4; `cols` holds m phases of at least
 /// `row.len().div_ceil(m)` lanes). `row` may be uninitialised: every value of it is written.
@@ -180,6 +246,9 @@ pub fn merge_phases(
         // SAFETY: the level proves AVX-512; the bounds were checked above (n = len / 4
         // rounded up).
         k0 = unsafe { merge4_avx512(cols, stride, row, bias, relu) };
+    } else if level.isa() == Isa::Avx2 && m == 4 {
+        // SAFETY: the level proves AVX2; the bounds were checked above.
+        k0 = unsafe { merge4_avx2(cols, stride, row, bias, relu) };
     }
     for (k, block) in row.chunks_mut(m).enumerate().skip(k0) {
         for (q, dst) in block.iter_mut().enumerate() {
@@ -247,6 +316,48 @@ unsafe fn merge4_avx512(
     k
 }
 
+/// The 8-block chunks of [`merge_phases`] for m = 4 on AVX2; returns the blocks done.
+///
+/// # Safety
+/// The CPU has AVX2; `cols` holds at least 3 * stride + row.len() / 4 values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn merge4_avx2(
+    cols: &[f32],
+    stride: usize,
+    row: &mut [MaybeUninit<f32>],
+    bias: f32,
+    relu: bool,
+) -> usize {
+    use std::arch::x86_64::*;
+    debug_assert!(cols.len() >= 3 * stride + row.len() / 4);
+    let b = _mm256_set1_ps(bias);
+    let zero = _mm256_setzero_ps();
+    // Writing through a raw pointer is fine on uninitialised memory (no reference to it).
+    let (src, dst) = (cols.as_ptr(), row.as_mut_ptr().cast::<f32>());
+    let mut k = 0;
+    while 4 * (k + 8) <= row.len() {
+        // SAFETY: k + 8 <= row.len() / 4, so lanes k..k+8 of phase q < 4 end inside `cols`.
+        let c = |q: usize| unsafe { _mm256_add_ps(_mm256_loadu_ps(src.add(q * stride + k)), b) };
+        // Lanes (block j | block j + 4) for j = 0..4, then pairs of blocks in order.
+        // SAFETY: AVX2 is present (this function's contract).
+        let r = unsafe { transpose4_in_lanes([c(0), c(1), c(2), c(3)]) };
+        let outs = [
+            _mm256_permute2f128_ps::<0x20>(r[0], r[1]),
+            _mm256_permute2f128_ps::<0x20>(r[2], r[3]),
+            _mm256_permute2f128_ps::<0x31>(r[0], r[1]),
+            _mm256_permute2f128_ps::<0x31>(r[2], r[3]),
+        ];
+        for (j, v) in outs.into_iter().enumerate() {
+            let v = if relu { _mm256_max_ps(v, zero) } else { v };
+            // SAFETY: 4k + 8j + 8 <= 4(k + 8) <= row.len().
+            unsafe { _mm256_storeu_ps(dst.add(4 * k + 8 * j), v) };
+        }
+        k += 8;
+    }
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +366,15 @@ mod tests {
     fn init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
         // SAFETY: every element was initialised when the vector was made.
         v.into_iter().map(|x| unsafe { x.assume_init() }).collect()
+    }
+
+    /// Every level this CPU has (AVX2 kernels are checked on AVX-512 machines too).
+    fn levels() -> Vec<Level> {
+        [Isa::Baseline, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&isa| isa <= level().isa())
+            .map(Level)
+            .collect()
     }
 
     #[test]
@@ -274,6 +394,11 @@ mod tests {
                 let mut got = vec![-1f32; m * stride];
                 wide(|l| split_phases(l, &row, m, n, &mut got, stride));
                 assert_eq!(got, want, "m {m} n {n}");
+                for l in levels() {
+                    let mut got = vec![-1f32; m * stride];
+                    split_phases(l, &row, m, n, &mut got, stride);
+                    assert_eq!(got, want, "m {m} n {n} {l:?}");
+                }
             }
         }
     }
@@ -297,6 +422,11 @@ mod tests {
                     wide(|l| merge_phases(l, &cols, m, stride, &mut got, 0.5, relu));
                     let got = init(got);
                     assert_eq!(got, want, "m {m} len {len} relu {relu}");
+                    for l in levels() {
+                        let mut got = vec![MaybeUninit::new(0f32); len];
+                        merge_phases(l, &cols, m, stride, &mut got, 0.5, relu);
+                        assert_eq!(init(got), want, "m {m} len {len} relu {relu} {l:?}");
+                    }
                 }
             }
         }
