@@ -189,15 +189,8 @@ unsafe fn split4_avx2(row: &[f32], n: usize, out: &mut [f32], stride: usize) -> 
     let mut k = 0;
     while k + 8 <= n {
         // SAFETY: k + 8 <= n, so the 32 values 4k..4k+32 (blocks k..k+8) lie inside `row`.
-        let (a, b, c, d) = unsafe {
-            let p = src.add(4 * k);
-            (
-                _mm256_loadu_ps(p),
-                _mm256_loadu_ps(p.add(8)),
-                _mm256_loadu_ps(p.add(16)),
-                _mm256_loadu_ps(p.add(24)),
-            )
-        };
+        let pair = |i: usize| unsafe { _mm256_loadu_ps(src.add(4 * k + 8 * i)) };
+        let (a, b, c, d) = (pair(0), pair(1), pair(2), pair(3));
         // Lanes (block j | block j + 4) for j = 0..4, then one transpose gives the phases.
         // SAFETY: AVX2 is present (this function's contract).
         let phases = unsafe {
