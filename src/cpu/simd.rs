@@ -192,15 +192,14 @@ unsafe fn split4_avx2(row: &[f32], n: usize, out: &mut [f32], stride: usize) -> 
         let pair = |i: usize| unsafe { _mm256_loadu_ps(src.add(4 * k + 8 * i)) };
         let (a, b, c, d) = (pair(0), pair(1), pair(2), pair(3));
         // Lanes (block j | block j + 4) for j = 0..4, then one transpose gives the phases.
-        // SAFETY: AVX2 is present (this function's contract).
-        let phases = unsafe {
-            transpose4_in_lanes([
+        let lanes = [
             _mm256_permute2f128_ps::<0x20>(a, c),
             _mm256_permute2f128_ps::<0x31>(a, c),
             _mm256_permute2f128_ps::<0x20>(b, d),
             _mm256_permute2f128_ps::<0x31>(b, d),
-            ])
-        };
+        ];
+        // SAFETY: AVX2 is present (this function's contract).
+        let phases = unsafe { transpose4_in_lanes(lanes) };
         for (q, v) in phases.into_iter().enumerate() {
             // SAFETY: lanes k..k+8 of phase q end at 3 * stride + k + 8 <= 3 * stride + n.
             unsafe { _mm256_storeu_ps(dst.add(q * stride + k), v) };
